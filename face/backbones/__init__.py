@@ -1,0 +1,44 @@
+"""A registry of face backbones behind one interface, in the manner of timm.
+
+Every backbone takes aligned RGB uint8 face chips of its own size (``backbone.chip``)
+and returns one feature vector per chip. Modules are imported only when their backbone is
+created, so using the dlib backbone never loads TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .base import Backbone, ChipSpec, KerasBackbone
+
+# name -> "module:factory"; a module registers more with `register_backbone`.
+_REGISTRY: dict[str, str | Callable[..., Backbone]] = {
+    "dlib-resnet": "face.backbones.dlib_resnet:DlibResNet",
+    "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
+    "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
+}
+
+DEFAULT_BACKBONE = "dlib-resnet"
+
+
+def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:
+    _REGISTRY[name] = factory
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
+    """Build the backbone called `name`; kwargs go to its constructor (e.g. ``weights=``)."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}") from None
+    if isinstance(factory, str):
+        module_name, attribute = factory.split(":")
+        factory = getattr(importlib.import_module(module_name), attribute)
+    return factory(**kwargs)
+
+
+__all__ = ["Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "create_backbone", "list_backbones", "register_backbone"]

@@ -1,0 +1,17 @@
+"""Errors howold raises on bad input: each names the file or value and the problem."""
+
+
+class HowoldError(Exception):
+    """Base class: the CLI prints these as one line instead of a traceback."""
+
+
+class ImageError(HowoldError):
+    """An input could not be read as an image (corrupt, empty, too large, unsupported)."""
+
+
+class WeightsError(HowoldError):
+    """A weights file is missing, truncated, corrupt or does not match the network."""
+
+
+class DatasetError(HowoldError):
+    """A dataset folder is missing, empty or holds no usable labelled images."""

@@ -1,0 +1,1 @@
+"""Trained head weights shipped with howold (installed as the package `face.weights`)."""
