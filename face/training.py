@@ -1,0 +1,195 @@
+"""`howold train`: fit the three heads on cached features of a frozen backbone.
+
+Each epoch sees every stored view of every training image; mixup blends pairs of
+feature vectors and their label distributions. BackupAndRestore makes a run killed with
+kill -9 resume at its last finished epoch; the feature cache makes the restart cheap.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .backbones import DEFAULT_BACKBONE, create_backbone
+from .data import DEFAULT_DATA_DIR, GENDERS, MAX_AGE, RACES, load_dataset, split_dataset
+from .evaluation import compute_metrics
+from .features import AugmentConfig, extract_features
+from .heads import HeadsConfig, age_distribution_targets, age_loss, build_heads, one_hot, save_heads
+
+
+@dataclass
+class TrainConfig:
+    data_dir: Path = DEFAULT_DATA_DIR
+    backbone: str = DEFAULT_BACKBONE
+    #: where the best heads go; default weights/<backbone>.keras
+    output: Path | None = None
+    logs_dir: Path = Path("logs")
+    run_name: str | None = None
+    epochs: int = 60
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-5
+    patience: int = 10
+    mixup_alpha: float = 0.2
+    validation_fraction: float = 0.15
+    seed: int = 42
+    limit: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    hidden_units: int = 512
+    dropout: float = 0.4
+    label_smoothing: float = 0.05
+    loss_weights: dict = field(default_factory=lambda: {"age": 1.0, "gender": 2.0, "race": 2.0})
+    cache_root: Path | None = None
+    progress: bool = True
+
+    def resolved_output(self) -> Path:
+        return Path(self.output) if self.output else Path("weights") / f"{self.backbone}.keras"
+
+    def run_dir(self) -> Path:
+        return Path(self.logs_dir) / (self.run_name or self.backbone)
+
+
+def make_targets(labels: dict[str, np.ndarray], heads: HeadsConfig) -> dict[str, np.ndarray]:
+    return {
+        "age": age_distribution_targets(labels["age"], heads.age_sigma),
+        "gender": one_hot(labels["gender"], len(GENDERS), heads.label_smoothing),
+        "race": one_hot(labels["race"], len(RACES), heads.label_smoothing),
+    }
+
+
+def _mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int, alpha: float, seed: int):
+    """A keras PyDataset of shuffled batches, mixed up pairwise with Beta(alpha, alpha) weights."""
+    import keras
+
+    class MixupBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch = 0
+            self.order = np.random.default_rng([seed, 0]).permutation(len(features))
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(features) / batch_size))
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            x = features[rows].astype(np.float32)
+            y = {name: value[rows] for name, value in targets.items()}
+            if alpha > 0:
+                rng = np.random.default_rng([seed, self.epoch, index])
+                weight = rng.beta(alpha, alpha, size=(len(rows), 1)).astype(np.float32)
+                partner = rng.permutation(len(rows))
+                x = weight * x + (1 - weight) * x[partner]
+                y = {name: weight * value + (1 - weight) * value[partner] for name, value in y.items()}
+            return x, y
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(features))
+
+    return MixupBatches()
+
+
+def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:
+    """Head probabilities averaged over the given views (plain and mirrored: flip TTA)."""
+    from .heads import TrainedHeads
+
+    heads = TrainedHeads(model, {})
+    outputs = [heads.predict(features[:, view].astype(np.float32)) for view in views]
+    return {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def train(config: TrainConfig) -> dict:
+    """Train heads per `config`; returns the validation report saved beside the weights."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    dataset = load_dataset(config.data_dir, limit=config.limit)
+    train_set, validation_set = split_dataset(dataset, config.validation_fraction, config.seed)
+    backbone = create_backbone(config.backbone)
+    features = extract_features(backbone, dataset, config.augment, cache_root=config.cache_root, progress=config.progress)
+    index_of = {face.path: i for i, face in enumerate(dataset.faces)}
+    train_rows = np.array([index_of[f.path] for f in train_set.faces])
+    validation_rows = np.array([index_of[f.path] for f in validation_set.faces])
+    extraction_seconds = time.time() - started
+
+    heads_config = HeadsConfig(
+        feature_size=backbone.feature_size,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        label_smoothing=config.label_smoothing,
+        loss_weights=config.loss_weights,
+    )
+    views = features.shape[1]
+    train_targets = make_targets(train_set.labels(), heads_config)
+    train_x = features[train_rows].reshape(len(train_rows) * views, -1)
+    train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
+    validation_x = features[validation_rows, 0].astype(np.float32)
+    validation_y = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
+
+    model = build_heads(heads_config)
+    batches = _mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * len(batches), alpha=config.min_learning_rate / config.learning_rate
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss={
+            "age": age_loss(heads_config.age_expectation_weight),
+            "gender": keras.losses.CategoricalCrossentropy(),
+            "race": keras.losses.CategoricalCrossentropy(),
+        },
+        loss_weights=config.loss_weights,
+        metrics={"gender": ["categorical_accuracy"], "race": ["categorical_accuracy"]},
+    )
+    run_dir = config.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    best_path = run_dir / "best.keras"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    fit_started = time.time()
+    model.fit(
+        batches,
+        validation_data=(validation_x, validation_y),
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=1 if config.progress else 0,
+    )
+    fit_seconds = time.time() - fit_started
+    best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
+    report = compute_metrics(predict_views(best, features[validation_rows]), validation_set.labels())
+    metadata = {
+        "backbone": backbone.describe(),
+        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)},
+        "heads": asdict(heads_config),
+        "training": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment",)},
+            "augment": asdict(config.augment),
+            "train_images": len(train_set),
+            "validation_images": len(validation_set),
+            "skipped_names": len(dataset.skipped),
+            "feature_seconds": round(extraction_seconds, 1),
+            "fit_seconds": round(fit_seconds, 1),
+            "commit": git_commit(),
+        },
+        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+    }
+    save_heads(best, config.resolved_output(), metadata)
+    (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+    return report
