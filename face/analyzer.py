@@ -1,0 +1,166 @@
+"""The main job: every face in an image, with age, gender and race.
+
+One Analyzer loads the detector, aligner, backbone and heads once. Calls are serialised
+by a lock, so one instance may be shared between threads (a web server's, say).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .alignment import Aligner
+from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from .detection import FaceDetector, box_area, clip_box
+from .errors import HowoldError, WeightsError
+from .heads import TrainedHeads, interpret, load_heads
+from .images import ImageInput, describe, load_image
+from .paths import shipped_weights_dir
+
+TTA_OPTIONS = ("flip", "oversample")
+
+
+def default_heads_path(backbone: Backbone) -> Path:
+    """Shipped heads for a backbone; backbones that compute the same features share heads."""
+    name = getattr(backbone, "heads_name", backbone.name)
+    return shipped_weights_dir() / f"{name}.keras"
+
+
+def oversample(chips: np.ndarray, size: int) -> np.ndarray:
+    """Four corners and the centre of each (bigger) chip, as in seed 000: (N*5, size, size, 3)."""
+    big = chips.shape[1]
+    offset = big - size
+    middle = offset // 2
+    corners = [(0, 0), (0, offset), (offset, 0), (offset, offset), (middle, middle)]
+    return np.stack([chip[t : t + size, l : l + size] for chip in chips for t, l in corners])
+
+
+class Analyzer:
+    """Detects, aligns and analyses faces. `tta`: any of "flip" and "oversample"."""
+
+    def __init__(
+        self,
+        backbone: str | Backbone = DEFAULT_BACKBONE,
+        detector: str = "hog",
+        heads: str | Path | None = None,
+        upsample: int = 1,
+        tta: Sequence[str] = (),
+        max_detect_side: int = 1600,
+    ):
+        self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
+        heads_path = Path(heads) if heads else default_heads_path(self.backbone)
+        if not heads_path.is_file():
+            raise WeightsError(f"{heads_path}: no trained heads for backbone {self.backbone.name!r}; train them with `howold train --backbone {self.backbone.name}`")
+        self.heads: TrainedHeads = load_heads(heads_path)
+        if self.heads.metadata.get("backbone", {}).get("feature_size") != self.backbone.feature_size:
+            raise WeightsError(f"{heads_path}: heads expect {self.heads.metadata.get('backbone', {}).get('feature_size')} features, backbone {self.backbone.name!r} gives {self.backbone.feature_size}")
+        unknown = set(tta) - set(TTA_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
+        self.tta = tuple(tta)
+        self.detector = FaceDetector(detector, upsample=upsample, max_side=max_detect_side)
+        self.aligner = Aligner()
+        self._lock = threading.Lock()
+
+    # ---- steps, usable on their own ----------------------------------------------------
+
+    def detect(self, image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float | None]]:
+        return [(d.box, d.confidence) for d in self.detector.detect(image)]
+
+    def chips(self, image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+        spec = self.backbone.chip
+        if "oversample" in self.tta:
+            from .backbones.base import ChipSpec
+
+            big = round(spec.size * 1.14)
+            return oversample(self.aligner.chips(image, boxes, ChipSpec(big, spec.padding * 1.14 + 0.07)), spec.size)
+        return self.aligner.chips(image, boxes, spec)
+
+    def predict_chips(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> list[dict]:
+        """Answers for chips; `per_face` consecutive chips belong to one face and are averaged."""
+        batches = [chips]
+        if "flip" in self.tta:
+            batches.append(chips[:, :, ::-1])
+        features = [self.backbone.embed(np.ascontiguousarray(b), batch_size=batch_size) for b in batches]
+        outputs = [self.heads.predict(f) for f in features]
+        merged = {}
+        for name in outputs[0]:
+            probabilities = np.mean([o[name] for o in outputs], axis=0)
+            merged[name] = probabilities.reshape(-1, per_face, probabilities.shape[-1]).mean(axis=1)
+        return interpret(merged)
+
+    # ---- the API -------------------------------------------------------------------------
+
+    def analyze(self, image: ImageInput, boxes: Iterable[Sequence[float]] | None = None) -> list[dict]:
+        """One dict per face, largest first; [] when there is none. See README for the fields."""
+        return self._analyze_loaded([load_image(image)], [boxes])[0]
+
+    def analyze_many(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[dict]:
+        """{"source", "faces"} per image, or {"source", "error"} for one that failed.
+
+        Faces of all the images go through the network together, in batches.
+        """
+        results: list[dict] = []
+        loaded, positions = [], []
+        for image in images:
+            results.append({"source": describe(image)})
+            try:
+                loaded.append(load_image(image))
+                positions.append(len(results) - 1)
+            except HowoldError as error:
+                results[-1]["error"] = str(error)
+        for position, faces in zip(positions, self._analyze_loaded(loaded, [None] * len(loaded), batch_size, results, positions)):
+            if "error" not in results[position]:
+                results[position]["faces"] = faces
+        return results
+
+    def _analyze_loaded(self, images, boxes_per_image, batch_size=32, results=None, positions=None) -> list[list[dict]]:
+        with self._lock:
+            per_image, all_chips, timings = [], [], {"detect_ms": 0.0, "predict_ms": 0.0}
+            for number, (image, boxes) in enumerate(zip(images, boxes_per_image)):
+                started = time.perf_counter()
+                try:
+                    if boxes is None:
+                        found = self.detect(image)
+                    else:
+                        found = [(tuple(int(round(v)) for v in box), None) for box in boxes]
+                        _check_boxes(found, image)
+                    chips = self.chips(image, [box for box, _ in found]) if found else None
+                except HowoldError as error:
+                    if results is None:
+                        raise
+                    results[positions[number]]["error"] = str(error)
+                    found, chips = [], None
+                timings["detect_ms"] += (time.perf_counter() - started) * 1000
+                per_image.append(found)
+                if chips is not None:
+                    all_chips.append(chips)
+            started = time.perf_counter()
+            per_face = 5 if "oversample" in self.tta else 1
+            answers = self.predict_chips(np.concatenate(all_chips), per_face, batch_size) if all_chips else []
+            timings["predict_ms"] += (time.perf_counter() - started) * 1000
+            self.last_timings = {k: round(v, 2) for k, v in timings.items()}
+        output, cursor = [], 0
+        for image, found in zip(images, per_image):
+            height, width = image.shape[:2]
+            faces = []
+            for box, confidence in found:
+                face = {"box": list(clip_box(box, width, height)), "detection_confidence": None if confidence is None else round(confidence, 4)}
+                face.update(answers[cursor])
+                cursor += 1
+                faces.append(face)
+            faces.sort(key=lambda f: box_area(f["box"]), reverse=True)
+            output.append(faces)
+        return output
+
+
+def _check_boxes(found, image: np.ndarray) -> None:
+    height, width = image.shape[:2]
+    for box, _ in found:
+        if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+            raise HowoldError(f"box {list(box)}: want [left, top, right, bottom] with right > left and bottom > top")
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            raise HowoldError(f"box {list(box)}: lies outside the {width}x{height} image")

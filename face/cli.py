@@ -1,0 +1,173 @@
+"""The `howold` command: a thin layer over the Python API."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
+    parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
+    parser.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+    parser.add_argument("--upsample", type=int, default=1, help="times to double the image before detection (small faces)")
+    parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
+
+
+def _analyzer(args):
+    from . import Analyzer
+    from .backbones import DEFAULT_BACKBONE
+
+    return Analyzer(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=args.tta)
+
+
+def cmd_analyze(args) -> int:
+    from .cli_tasks import analyze_paths
+
+    return analyze_paths(_analyzer(args), args.inputs, args.output_dir, args.json)
+
+
+def cmd_demo(args) -> int:
+    from .cli_tasks import run_demo
+
+    return run_demo(_analyzer(args), args.output_dir)
+
+
+def cmd_video(args) -> int:
+    from .video import analyze_video
+
+    source = int(args.source) if args.source.isdigit() else args.source
+    summary = analyze_video(_analyzer(args), source, Path(args.output) if args.output else None, every=args.every, show=False)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .features import AugmentConfig
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        data_dir=Path(args.data),
+        backbone=args.backbone,
+        output=Path(args.output) if args.output else None,
+        logs_dir=Path(args.logs),
+        run_name=args.run_name,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        mixup_alpha=args.mixup,
+        limit=args.limit,
+        seed=args.seed,
+        augment=AugmentConfig(views=args.views),
+    )
+    report = train(config)
+    print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
+    print(f"heads saved to {config.resolved_output()}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_folder
+
+    report = evaluate_folder(Path(args.data), Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit)
+    print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
+    print(f"report written to {args.output}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(host=args.host, port=args.port, workers=args.workers, backbone=args.backbone, detector=args.detector, heads=args.heads)
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import list_backbones
+
+    print("\n".join(list_backbones()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DEFAULT_DATA_DIR
+
+    parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    analyze = commands.add_parser("analyze", help="annotate images (files or folders) and write JSON")
+    analyze.add_argument("inputs", nargs="+", help="image files or folders")
+    analyze.add_argument("--output-dir", default="howold_output", help="where annotated images go")
+    analyze.add_argument("--json", default=None, help="write all results to this JSON file (default: print)")
+    _add_analyzer_options(analyze)
+    analyze.set_defaults(handler=cmd_analyze)
+
+    demo = commands.add_parser("demo", help="analyze a bundled image (no download) and print the JSON")
+    demo.add_argument("--output-dir", default="howold_output")
+    _add_analyzer_options(demo)
+    demo.set_defaults(handler=cmd_demo)
+
+    video = commands.add_parser("video", help="annotate a video file or a camera (index)")
+    video.add_argument("source", help="video file, or camera index such as 0")
+    video.add_argument("--output", default=None, help="annotated video to write (.mp4)")
+    video.add_argument("--every", type=int, default=1, help="detect faces on every Nth frame, track in between")
+    _add_analyzer_options(video)
+    video.set_defaults(handler=cmd_video)
+
+    train = commands.add_parser("train", help="train the heads on a UTKFace-named folder")
+    train.add_argument("--data", default=str(DEFAULT_DATA_DIR))
+    train.add_argument("--backbone", default="dlib-resnet")
+    train.add_argument("--output", default=None, help="heads file (default weights/<backbone>.keras)")
+    train.add_argument("--logs", default="logs")
+    train.add_argument("--run-name", default=None, help="a run of this name resumes from its last checkpoint")
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--mixup", type=float, default=0.2, help="mixup alpha; 0 turns it off")
+    train.add_argument("--views", type=int, default=4, help="cached views per image: plain, mirrored, then random augmentations")
+    train.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    train.add_argument("--seed", type=int, default=42)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named folder")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--output", default="report.json")
+    evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
+    evaluate.add_argument("--backbone", default="dlib-resnet")
+    evaluate.add_argument("--heads", default=None)
+    evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    serve = commands.add_parser("serve", help="the how-old web app and JSON API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--backbone", default=None)
+    serve.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+    serve.add_argument("--heads", default=None)
+    serve.set_defaults(handler=cmd_serve)
+
+    backbones = commands.add_parser("backbones", help="list the registered backbones")
+    backbones.set_defaults(handler=cmd_backbones)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import HowoldError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except HowoldError as error:
+        print(f"howold: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("howold: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
