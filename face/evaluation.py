@@ -102,3 +102,43 @@ def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[
             figure.savefig(written[-1], dpi=100)
             plt.close(figure)
     return written
+
+
+def evaluate_folder(
+    data_dir: Path,
+    output: Path,
+    backbone: str = "dlib-resnet",
+    heads: str | Path | None = None,
+    plots_dir: Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate heads on a UTKFace-named folder of face crops; writes the JSON report and plots.
+
+    Crops are aligned inside the whole image (no detection); plain and mirrored views are averaged.
+    """
+    import json
+
+    from .analyzer import default_heads_path
+    from .backbones import create_backbone
+    from .data import load_dataset
+    from .features import AugmentConfig, extract_features
+    from .heads import load_heads
+    from .training import predict_views
+
+    dataset = load_dataset(data_dir, limit=limit)
+    network = create_backbone(backbone)
+    trained = load_heads(Path(heads) if heads else default_heads_path(network))
+    features = extract_features(network, dataset, AugmentConfig(views=2), progress=progress)
+    probabilities = predict_views(trained.model, features)
+    labels = dataset.labels()
+    report = compute_metrics(probabilities, labels)
+    report["data"] = str(data_dir)
+    report["skipped_names"] = dataset.skipped
+    report["backbone"] = network.name
+    report["heads"] = str(Path(heads) if heads else default_heads_path(network))
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report["plots"] = [str(p) for p in save_plots(report, probabilities, labels, plots_dir or output.parent / (output.stem + "_plots"))]
+    output.write_text(json.dumps(report, indent=2))
+    return report
