@@ -25,8 +25,7 @@ TTA_OPTIONS = ("flip", "oversample")
 
 def default_heads_path(backbone: Backbone) -> Path:
     """Shipped heads for a backbone; backbones that compute the same features share heads."""
-    name = getattr(backbone, "heads_name", backbone.name)
-    return shipped_weights_dir() / f"{name}.keras"
+    return shipped_weights_dir() / f"{backbone.heads_name}.keras"
 
 
 def oversample(chips: np.ndarray, size: int) -> np.ndarray:

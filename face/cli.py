@@ -66,7 +66,7 @@ def cmd_train(args) -> int:
     )
     report = train(config)
     print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
-    print(f"heads saved to {config.resolved_output()}")
+    print(f"heads saved to {report['heads_path']}")
     return 0
 
 
@@ -93,6 +93,7 @@ def cmd_backbones(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backbones import DEFAULT_BACKBONE
     from .data import DEFAULT_DATA_DIR
 
     parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the heads on a UTKFace-named folder")
     train.add_argument("--data", default=str(DEFAULT_DATA_DIR))
-    train.add_argument("--backbone", default="dlib-resnet")
+    train.add_argument("--backbone", default=DEFAULT_BACKBONE)
     train.add_argument("--output", default=None, help="heads file (default weights/<backbone>.keras)")
     train.add_argument("--logs", default="logs")
     train.add_argument("--run-name", default=None, help="a run of this name resumes from its last checkpoint")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--output", default="report.json")
     evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
-    evaluate.add_argument("--backbone", default="dlib-resnet")
+    evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)
     evaluate.add_argument("--heads", default=None)
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.set_defaults(handler=cmd_evaluate)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import GENDERS, RACES
+from .backbones import DEFAULT_BACKBONE
 from .heads import expected_age
 
 
@@ -107,7 +108,7 @@ def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[
 def evaluate_folder(
     data_dir: Path,
     output: Path,
-    backbone: str = "dlib-resnet",
+    backbone: str = DEFAULT_BACKBONE,
     heads: str | Path | None = None,
     plots_dir: Path | None = None,
     limit: int | None = None,

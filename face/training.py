@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import DEFAULT_BACKBONE, create_backbone
+from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DEFAULT_DATA_DIR, GENDERS, MAX_AGE, RACES, load_dataset, split_dataset
 from .evaluation import compute_metrics
 from .features import AugmentConfig, extract_features
@@ -25,7 +25,7 @@ from .heads import HeadsConfig, age_distribution_targets, age_loss, build_heads,
 class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     backbone: str = DEFAULT_BACKBONE
-    #: where the best heads go; default weights/<backbone>.keras
+    #: where the best heads go; default weights/<backbone's heads name>.keras
     output: Path | None = None
     logs_dir: Path = Path("logs")
     run_name: str | None = None
@@ -46,8 +46,8 @@ class TrainConfig:
     cache_root: Path | None = None
     progress: bool = True
 
-    def resolved_output(self) -> Path:
-        return Path(self.output) if self.output else Path("weights") / f"{self.backbone}.keras"
+    def resolved_output(self, backbone: Backbone) -> Path:
+        return Path(self.output) if self.output else Path("weights") / f"{backbone.heads_name}.keras"
 
     def run_dir(self) -> Path:
         return Path(self.logs_dir) / (self.run_name or self.backbone)
@@ -190,6 +190,7 @@ def train(config: TrainConfig) -> dict:
         },
         "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
     }
-    save_heads(best, config.resolved_output(), metadata)
+    save_heads(best, config.resolved_output(backbone), metadata)
     (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+    report["heads_path"] = str(config.resolved_output(backbone))
     return report

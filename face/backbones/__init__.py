@@ -18,7 +18,8 @@ _REGISTRY: dict[str, str | Callable[..., Backbone]] = {
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
 }
 
-DEFAULT_BACKBONE = "dlib-resnet"
+# The same network as "dlib-resnet" (equal within 1e-6), run batched by TensorFlow: several times faster.
+DEFAULT_BACKBONE = "dlib-resnet-keras"
 
 
 def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:

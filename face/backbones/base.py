@@ -25,6 +25,14 @@ class Backbone(ABC):
     feature_size: int
     #: A human-readable description of the preprocessing; part of cache keys and sidecars.
     preprocessing: str
+    #: Heads trained on this backbone's features are saved as weights/<heads_name>.keras;
+    #: backbones computing the same features share a name.
+    heads_name: str = ""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("heads_name") and "name" in cls.__dict__:
+            cls.heads_name = cls.name
 
     @abstractmethod
     def embed(self, chips: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -468,6 +468,7 @@ class DlibResNetKeras(KerasBackbone):
     """
 
     name = "dlib-resnet-keras"
+    heads_name = "dlib-resnet"  # same network and weights as dlib-resnet, so it shares its heads
     chip = ChipSpec(size=150, padding=0.25)
     feature_size = 128
     preprocessing = "dlib 5-point aligned chip 150x150 padding 0.25, RGB float32 0..255; (x - dlib channel mean) / 256 inside the model"

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from face.backbones.dlib_resnet import DlibResNet
+from face.data import load_dataset
+from face.features import AugmentConfig, augment_chip, extract_features
+
+
+class CountingDlibResNet(DlibResNet):
+    """The real dlib backbone, counting how many chips it is asked to embed."""
+
+    embedded = 0
+
+    def embed(self, chips, batch_size=32):
+        CountingDlibResNet.embedded += len(chips)
+        return super().embed(chips, batch_size)
+
+
+@pytest.fixture
+def backbone():
+    CountingDlibResNet.embedded = 0
+    return CountingDlibResNet()
+
+
+def test_views_are_plain_mirrored_then_random():
+    chip = np.random.default_rng(0).integers(0, 255, (150, 150, 3), dtype=np.uint8)
+    config = AugmentConfig(views=4)
+    assert np.array_equal(augment_chip(chip, 0, config, np.random.default_rng(1)), chip)
+    assert np.array_equal(augment_chip(chip, 1, config, np.random.default_rng(1)), chip[:, ::-1])
+    first = augment_chip(chip, 2, config, np.random.default_rng(5))
+    again = augment_chip(chip, 2, config, np.random.default_rng(5))
+    assert first.shape == chip.shape and np.array_equal(first, again) and not np.array_equal(first, chip)
+
+
+def test_cache_is_reused_and_resumes_missing_chunks(tiny_utkface, tmp_path, backbone):
+    tmp_path = tmp_path / "cache"
+    dataset = load_dataset(tiny_utkface)
+    config = AugmentConfig(views=2)
+    features = extract_features(backbone, dataset, config, cache_root=tmp_path, chunk_size=10, progress=False)
+    assert features.shape == (24, 2, 128)
+    assert backbone.embedded == 48
+    again = extract_features(backbone, dataset, config, cache_root=tmp_path, chunk_size=10, progress=False)
+    assert backbone.embedded == 48 and np.array_equal(features, again)
+    # a run killed after two chunks left the third missing: only that one is recomputed
+    (cache,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    last = sorted(cache.glob("chunk_*.npy"))[-1]
+    last.unlink()
+    resumed = extract_features(backbone, dataset, config, cache_root=tmp_path, chunk_size=10, progress=False)
+    assert backbone.embedded == 48 + 4 * 2 and np.allclose(resumed, features, atol=1e-3)
+
+
+def test_cache_key_changes_with_augmentation_and_images(tiny_utkface, tmp_path, backbone):
+    tmp_path = tmp_path / "cache"
+    dataset = load_dataset(tiny_utkface, limit=4)
+    extract_features(backbone, dataset, AugmentConfig(views=2), cache_root=tmp_path, progress=False)
+    extract_features(backbone, dataset, AugmentConfig(views=3), cache_root=tmp_path, progress=False)
+    extract_features(backbone, load_dataset(tiny_utkface, limit=5), AugmentConfig(views=2), cache_root=tmp_path, progress=False)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
+    assert backbone.embedded == 4 * 2 + 4 * 3 + 5 * 2
