@@ -39,6 +39,10 @@ class TrainConfig:
     seed: int = 42
     limit: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: train on the first N cached views only (1: no augmentation, 2: plain and mirrored)
+    train_views: int | None = None
+    #: views averaged for validation predictions: (0,) plain, (0, 1) flip test-time augmentation
+    validation_views: tuple[int, ...] = (0, 1)
     hidden_units: int = 512
     dropout: float = 0.4
     label_smoothing: float = 0.05
@@ -131,9 +135,9 @@ def train(config: TrainConfig) -> dict:
         label_smoothing=config.label_smoothing,
         loss_weights=config.loss_weights,
     )
-    views = features.shape[1]
+    views = min(config.train_views or features.shape[1], features.shape[1])
     train_targets = make_targets(train_set.labels(), heads_config)
-    train_x = features[train_rows].reshape(len(train_rows) * views, -1)
+    train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
     train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
     validation_x = features[validation_rows, 0].astype(np.float32)
     validation_y = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
@@ -173,7 +177,7 @@ def train(config: TrainConfig) -> dict:
     )
     fit_seconds = time.time() - fit_started
     best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
-    report = compute_metrics(predict_views(best, features[validation_rows]), validation_set.labels())
+    report = compute_metrics(predict_views(best, features[validation_rows], config.validation_views), validation_set.labels())
     metadata = {
         "backbone": backbone.describe(),
         "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)},
