@@ -1,0 +1,148 @@
+"""What `howold analyze` and `howold demo` do, kept apart from argument parsing.
+
+`analyze_paths` exit codes: 0 when every image was analysed, 1 when any input failed
+(unreadable, corrupt, missing) or there was nothing to analyse; the images that could be
+read are still annotated and reported. (2 is the CLI's code for a usage or setup error.)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import numpy as np
+from PIL import Image
+
+from .drawing import draw_faces
+from .errors import HowoldError
+from .images import is_image_path, load_image
+
+#: Inputs with these suffixes keep a lossless annotated copy (.png); others get .jpg.
+LOSSLESS_SUFFIXES = {".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def _say(message: str, stream: TextIO | None = None) -> None:
+    print(f"howold: {message}", file=stream or sys.stderr, flush=True)
+
+
+def _problem(path: Path, error: BaseException) -> str:
+    """'<file>: <problem>', without naming the file twice."""
+    message = str(error).strip() or type(error).__name__
+    if not isinstance(error, HowoldError):
+        message = f"unexpected {type(error).__name__}: {message}"
+    message = " ".join(message.splitlines())
+    return message if message.startswith(f"{path}:") else f"{path}: {message}"
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files to analyse and (path, reason) pairs skipped.
+
+    Files named directly are always tried; a folder contributes its image files (by
+    suffix, sorted by name, not recursing); its other files and subfolders are skipped.
+    A path that does not exist is kept, so that it is reported as a failure.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for child in sorted(path.iterdir(), key=lambda p: p.name):
+                if child.is_dir():
+                    skipped.append((child, "skipped, a folder (folders are not searched recursively)"))
+                elif is_image_path(child):
+                    files.append(child)
+                else:
+                    skipped.append((child, f"skipped, not an image file by its suffix ({child.suffix or 'none'})"))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def annotated_name(path: Path, used: set[str]) -> str:
+    """Output file name for an input: same stem, .png for lossless inputs else .jpg, unique."""
+    suffix = ".png" if path.suffix.lower() in LOSSLESS_SUFFIXES else ".jpg"
+    name, number = f"{path.stem}{suffix}", 2
+    while name in used:
+        name, number = f"{path.stem}_{number}{suffix}", number + 1
+    used.add(name)
+    return name
+
+
+def save_image(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(path, quality=92)
+    else:
+        image.save(path)
+    return path
+
+
+def _write_json(results, json_path: str | Path | None) -> None:
+    text = json.dumps(results, indent=2)
+    if json_path is None:
+        print(text, flush=True)
+        return
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(text + "\n", encoding="utf-8")
+
+
+def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None) -> int:
+    """Analyse image files and folders; annotated copies go to `output_dir` (None: none).
+
+    Each failure prints one line "howold: <file>: <problem>" to stderr and the run goes
+    on. The JSON (a list of {"source", "faces"} or {"source", "error"}) goes to
+    `json_path`, or to stdout. Returns 0 if every image was analysed, else 1.
+    """
+    from tqdm import tqdm
+
+    files, skipped = expand_inputs(inputs)
+    for path, reason in skipped:
+        _say(f"{path}: {reason}")
+    output = Path(output_dir) if output_dir is not None else None
+    results, used, failed = [], set(), 0
+    bar = tqdm(files, unit="image", leave=False, disable=len(files) < 2 or not sys.stderr.isatty())
+    for path in bar:
+        entry: dict = {"source": str(path)}
+        try:
+            image = load_image(path)
+            faces = analyzer.analyze(image)
+            entry["faces"] = faces
+            if output is not None:
+                saved = save_image(draw_faces(image, faces), output / annotated_name(path, used))
+                entry["annotated"] = str(saved)
+        except Exception as error:  # noqa: BLE001 - one bad file must not end the run
+            failed += 1
+            entry.pop("faces", None)
+            entry["error"] = _problem(path, error)
+            bar.clear()
+            _say(entry["error"])
+        results.append(entry)
+    bar.close()
+    _write_json(results, json_path)
+    if not files:
+        _say("no images to analyse")
+        return 1
+    faces = sum(len(r.get("faces", [])) for r in results)
+    where = f"; annotated images in {output}" if output is not None and len(files) > failed else ""
+    _say(f"{len(files) - failed} of {len(files)} images analysed, {faces} faces{where}" + (f"; {len(skipped)} skipped" if skipped else ""))
+    return 0 if failed == 0 else 1
+
+
+def demo_image() -> np.ndarray:
+    """The bundled demo photo: scikit-image's astronaut (Eileen Collins, NASA, public domain)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, :3], dtype=np.uint8)
+
+
+def run_demo(analyzer, output_dir: str | Path) -> int:
+    """Analyse the bundled astronaut photo, write astronaut_howold.jpg, print the JSON."""
+    image = demo_image()
+    faces = analyzer.analyze(image)
+    path = save_image(draw_faces(image, faces), Path(output_dir) / "astronaut_howold.jpg")
+    print(json.dumps({"source": "skimage.data.astronaut", "faces": faces, "annotated": str(path)}, indent=2), flush=True)
+    _say(f"{len(faces)} face(s); annotated image written to {path}")
+    return 0
