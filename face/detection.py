@@ -10,6 +10,9 @@ import numpy as np
 from .backbones.dlib_resnet import dlib_model_path
 
 DETECTORS = ("hog", "cnn")
+#: Below this many pixels a side (as the detector sees it) no face fits, and dlib's CNN
+#: raises on such images, so detection returns nothing.
+MIN_DETECTABLE_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(height, width))
         small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         small = np.ascontiguousarray(small, dtype=np.uint8)
+        if min(small.shape[:2]) * 2**self.upsample < MIN_DETECTABLE_SIDE:
+            return []
         with self._lock:
             if self.method == "hog":
                 rects, scores, _ = self._detector.run(small, self.upsample, self.threshold)

@@ -248,12 +248,9 @@ class AnalyzerPool:
         decoded = time.perf_counter()
         analyzer = self.get(detector, tta)
         height, width = image.shape[:2]
-        if _too_small_for_faces(width, height, analyzer.detector.max_side):
-            faces, timings = [], {}
-        else:
-            with self._model_lock:
-                faces = analyzer.analyze(image)
-                timings = dict(getattr(analyzer, "last_timings", {}))
+        with self._model_lock:
+            faces = analyzer.analyze(image)
+            timings = dict(getattr(analyzer, "last_timings", {}))
         return {
             "faces": faces,
             "image": {"width": int(width), "height": int(height)},
@@ -263,16 +260,6 @@ class AnalyzerPool:
                 "predict": float(timings.get("predict_ms", 0.0)),
             },
         }
-
-
-#: Shorter side, in the pixels the detector sees, below which no face can be found. dlib's CNN
-#: detector raises (instead of finding nothing) on images under about 4 px, as fuzzing showed.
-MIN_DETECTABLE_SIDE = 16
-
-
-def _too_small_for_faces(width: int, height: int, max_detect_side: int) -> bool:
-    scale = min(1.0, max_detect_side / max(width, height))
-    return min(width, height) * scale < MIN_DETECTABLE_SIDE
 
 
 class Admission:
