@@ -96,11 +96,14 @@ def extract_features(
     folder = (cache_root or feature_cache_dir()) / f"{backbone.name}-{cache_key(backbone, dataset, augment)}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").write_text(json.dumps({**backbone.describe(), "augment": asdict(augment), "images": len(dataset)}, indent=2))
-    chunks = [range(start, min(start + chunk_size, len(dataset))) for start in range(0, len(dataset), chunk_size)]
-    missing = [chunk for chunk in chunks if not _chunk_path(folder, chunk).exists()]
+    done = _cached_chunks(folder)
+    covered = np.zeros(len(dataset), bool)
+    for chunk in done:
+        covered[chunk.start : chunk.stop] = True
+    missing = _missing_chunks(covered, chunk_size)
     if missing:
         aligner = Aligner()
-        bar = tqdm(total=len(dataset), initial=len(dataset) - sum(len(c) for c in missing), desc=f"features {backbone.name}", unit="img", disable=not progress)
+        bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"features {backbone.name}", unit="img", disable=not progress)
         # Read and align the next chunk in a thread while the backbone runs on this one.
         ready: queue.Queue = queue.Queue(maxsize=2)
 
@@ -121,7 +124,31 @@ def extract_features(
             _save_atomic(_chunk_path(folder, chunk), features.astype(np.float16))
             bar.update(len(chunk))
         bar.close()
-    return np.concatenate([np.load(_chunk_path(folder, chunk)) for chunk in chunks])
+    result = np.zeros((len(dataset), augment.views, backbone.feature_size), np.float16)
+    for chunk in _cached_chunks(folder):
+        result[chunk.start : chunk.stop] = np.load(_chunk_path(folder, chunk))
+    return result
+
+
+def _cached_chunks(folder: Path) -> list[range]:
+    """The index ranges already on disk, whatever chunk size wrote them."""
+    chunks = []
+    for path in folder.glob("chunk_*_*.npy"):
+        start, stop = path.stem.split("_")[1:3]
+        chunks.append(range(int(start), int(stop)))
+    return sorted(chunks, key=lambda chunk: chunk.start)
+
+
+def _missing_chunks(covered: np.ndarray, chunk_size: int) -> list[range]:
+    chunks, start = [], None
+    for index in range(len(covered) + 1):
+        gap = index < len(covered) and not covered[index]
+        if gap and start is None:
+            start = index
+        if start is not None and (not gap or index - start == chunk_size):
+            chunks.append(range(start, index))
+            start = index if gap else None
+    return chunks
 
 
 def _chunk_path(folder: Path, chunk: range) -> Path:

@@ -156,7 +156,7 @@ class TrainedHeads:
             import tensorflow as tf
 
             model = self.model
-            self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
         parts = [self._forward(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
         return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in ("age", "gender", "race")}
 

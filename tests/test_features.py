@@ -57,3 +57,10 @@ def test_cache_key_changes_with_augmentation_and_images(tiny_utkface, tmp_path, 
     extract_features(backbone, load_dataset(tiny_utkface, limit=5), AugmentConfig(views=2), cache_root=tmp_path, progress=False)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
     assert backbone.embedded == 4 * 2 + 4 * 3 + 5 * 2
+
+
+def test_cache_written_with_one_chunk_size_serves_another(tiny_utkface, tmp_path, backbone):
+    dataset = load_dataset(tiny_utkface, limit=12)
+    first = extract_features(backbone, dataset, AugmentConfig(views=1), cache_root=tmp_path, chunk_size=5, progress=False)
+    again = extract_features(backbone, dataset, AugmentConfig(views=1), cache_root=tmp_path, chunk_size=256, progress=False)
+    assert backbone.embedded == 12 and np.array_equal(first, again)

@@ -83,7 +83,7 @@ class KerasBackbone(Backbone):
             import tensorflow as tf
 
             model = self.model
-            self._compiled_forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._compiled_forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
         return self._compiled_forward(batch)
 
 
