@@ -65,36 +65,27 @@ def make_targets(labels: dict[str, np.ndarray], heads: HeadsConfig) -> dict[str,
     }
 
 
-def _mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int, alpha: float, seed: int):
-    """A keras PyDataset of shuffled batches, mixed up pairwise with Beta(alpha, alpha) weights."""
-    import keras
+def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int, alpha: float, seed: int):
+    """Shuffled batches, mixed up pairwise with Beta(alpha, alpha) weights, all inside tf.data."""
+    import tensorflow as tf
 
-    class MixupBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.epoch = 0
-            self.order = np.random.default_rng([seed, 0]).permutation(len(features))
+    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
+    dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
-        def __len__(self) -> int:
-            return int(np.ceil(len(features) / batch_size))
+    def mix(x, y):
+        x = tf.cast(x, tf.float32)
+        count = tf.shape(x)[0]
+        first, second = tf.random.gamma([count, 1], alpha), tf.random.gamma([count, 1], alpha)
+        weight = first / (first + second)  # a Beta(alpha, alpha) draw
+        partner = tf.random.shuffle(tf.range(count))
+        x = weight * x + (1 - weight) * tf.gather(x, partner)
+        y = {name: weight * value + (1 - weight) * tf.gather(value, partner) for name, value in y.items()}
+        return x, y
 
-        def __getitem__(self, index: int):
-            rows = self.order[index * batch_size : (index + 1) * batch_size]
-            x = features[rows].astype(np.float32)
-            y = {name: value[rows] for name, value in targets.items()}
-            if alpha > 0:
-                rng = np.random.default_rng([seed, self.epoch, index])
-                weight = rng.beta(alpha, alpha, size=(len(rows), 1)).astype(np.float32)
-                partner = rng.permutation(len(rows))
-                x = weight * x + (1 - weight) * x[partner]
-                y = {name: weight * value + (1 - weight) * value[partner] for name, value in y.items()}
-            return x, y
+    def cast(x, y):
+        return tf.cast(x, tf.float32), y
 
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(features))
-
-    return MixupBatches()
+    return dataset.map(mix if alpha > 0 else cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:
@@ -143,9 +134,10 @@ def train(config: TrainConfig) -> dict:
     validation_y = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
 
     model = build_heads(heads_config)
-    batches = _mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
+    batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
+    steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.epochs * len(batches), alpha=config.min_learning_rate / config.learning_rate
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
     )
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
