@@ -74,6 +74,8 @@ class Analyzer:
         if "oversample" in self.tta:
             from .backbones.base import ChipSpec
 
+            # A chip 1.14x bigger at the same scale: dlib's chip spans (1 + 2 * padding) face
+            # widths, so (1 + 2 * p') = 1.14 * (1 + 2 * p), i.e. p' = 1.14 * p + 0.07.
             big = round(spec.size * 1.14)
             return oversample(self.aligner.chips(image, boxes, ChipSpec(big, spec.padding * 1.14 + 0.07)), spec.size)
         return self.aligner.chips(image, boxes, spec)
