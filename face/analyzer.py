@@ -16,16 +16,10 @@ from .alignment import Aligner
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .detection import FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import TrainedHeads, interpret, load_heads
+from .heads import TrainedHeads, default_heads_path, interpret, load_heads
 from .images import ImageInput, describe, load_image
-from .paths import shipped_weights_dir
 
 TTA_OPTIONS = ("flip", "oversample")
-
-
-def default_heads_path(backbone: Backbone) -> Path:
-    """Shipped heads for a backbone; backbones that compute the same features share heads."""
-    return shipped_weights_dir() / f"{backbone.heads_name}.keras"
 
 
 def oversample(chips: np.ndarray, size: int) -> np.ndarray:

@@ -120,16 +120,15 @@ def evaluate_folder(
     """
     import json
 
-    from .analyzer import default_heads_path
     from .backbones import create_backbone
     from .data import load_dataset
     from .features import AugmentConfig, extract_features
-    from .heads import load_heads
-    from .training import predict_views
+    from .heads import default_heads_path, load_heads, predict_views
 
     dataset = load_dataset(data_dir, limit=limit)
     network = create_backbone(backbone)
-    trained = load_heads(Path(heads) if heads else default_heads_path(network))
+    heads_path = Path(heads) if heads else default_heads_path(network)
+    trained = load_heads(heads_path)
     features = extract_features(network, dataset, AugmentConfig(views=2), progress=progress)
     probabilities = predict_views(trained.model, features)
     labels = dataset.labels()
@@ -137,7 +136,7 @@ def evaluate_folder(
     report["data"] = str(data_dir)
     report["skipped_names"] = dataset.skipped
     report["backbone"] = network.name
-    report["heads"] = str(Path(heads) if heads else default_heads_path(network))
+    report["heads"] = str(heads_path)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     report["plots"] = [str(p) for p in save_plots(report, probabilities, labels, plots_dir or output.parent / (output.stem + "_plots"))]

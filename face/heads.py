@@ -161,6 +161,20 @@ class TrainedHeads:
         return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in ("age", "gender", "race")}
 
 
+def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:
+    """Head probabilities for (N, views, D) features, averaged over the given views (0, 1: flip TTA)."""
+    heads = TrainedHeads(model, {})
+    outputs = [heads.predict(features[:, view].astype(np.float32)) for view in views]
+    return {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
+
+
+def default_heads_path(backbone) -> Path:
+    """Shipped heads for a backbone; backbones that compute the same features share heads."""
+    from .paths import shipped_weights_dir
+
+    return shipped_weights_dir() / f"{backbone.heads_name}.keras"
+
+
 def sidecar_path(weights_path: Path) -> Path:
     return weights_path.with_suffix(".json")
 

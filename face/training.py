@@ -18,7 +18,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DEFAULT_DATA_DIR, GENDERS, MAX_AGE, RACES, load_dataset, split_dataset
 from .evaluation import compute_metrics
 from .features import AugmentConfig, extract_features
-from .heads import HeadsConfig, age_distribution_targets, age_loss, build_heads, one_hot, save_heads
+from .heads import HeadsConfig, age_distribution_targets, age_loss, build_heads, one_hot, predict_views, save_heads
 
 
 @dataclass
@@ -86,15 +86,6 @@ def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_si
         return tf.cast(x, tf.float32), y
 
     return dataset.map(mix if alpha > 0 else cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:
-    """Head probabilities averaged over the given views (plain and mirrored: flip TTA)."""
-    from .heads import TrainedHeads
-
-    heads = TrainedHeads(model, {})
-    outputs = [heads.predict(features[:, view].astype(np.float32)) for view in views]
-    return {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
 
 
 def git_commit() -> str | None:
