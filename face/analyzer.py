@@ -48,8 +48,7 @@ class Analyzer:
         if not heads_path.is_file():
             raise WeightsError(f"{heads_path}: no trained heads for backbone {self.backbone.name!r}; train them with `howold train --backbone {self.backbone.name}`")
         self.heads: TrainedHeads = load_heads(heads_path)
-        if self.heads.metadata.get("backbone", {}).get("feature_size") != self.backbone.feature_size:
-            raise WeightsError(f"{heads_path}: heads expect {self.heads.metadata.get('backbone', {}).get('feature_size')} features, backbone {self.backbone.name!r} gives {self.backbone.feature_size}")
+        self.heads.check_backbone(self.backbone, heads_path)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
@@ -79,7 +78,7 @@ class Analyzer:
         batches = [chips]
         if "flip" in self.tta:
             batches.append(chips[:, :, ::-1])
-        features = [self.backbone.embed(np.ascontiguousarray(b), batch_size=batch_size) for b in batches]
+        features = [self.heads.features_of(self.backbone, np.ascontiguousarray(b), batch_size) for b in batches]
         outputs = [self.heads.predict(f) for f in features]
         merged = {}
         for name in outputs[0]:

@@ -63,10 +63,22 @@ def cmd_train(args) -> int:
         limit=args.limit,
         seed=args.seed,
         augment=AugmentConfig(views=args.views),
+        unfreeze=tuple(item for item in (args.unfreeze or "").split(",") if item),
+        unfreeze_epochs=args.unfreeze_epochs,
+        unfreeze_learning_rate=args.unfreeze_learning_rate,
+        backbone_lr_factor=args.backbone_lr_factor,
+        init_heads=Path(args.init_heads) if args.init_heads else None,
     )
-    report = train(config)
+    if config.unfreeze:
+        from .unfreezing import fine_tune
+
+        report = fine_tune(config)
+        for phase in report["phases"]:
+            print(json.dumps(phase))
+    else:
+        report = train(config)
     print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
-    print(f"heads saved to {report['heads_path']}")
+    print(f"model saved to {report['heads_path']}")
     return 0
 
 
@@ -131,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--views", type=int, default=4, help="cached views per image: plain, mirrored, then random augmentations")
     train.add_argument("--limit", type=int, default=None, help="use only the first N images")
     train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--unfreeze", default=None, metavar="PHASES",
+        help="progressive unfreezing after the heads, e.g. 1,2 (last stage, then last two), level4, or all; "
+        "an unknown stage name lists the backbone's stages",
+    )
+    train.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs per unfreezing phase")
+    train.add_argument("--unfreeze-learning-rate", type=float, default=3e-4, help="heads' learning rate while unfreezing")
+    train.add_argument("--backbone-lr-factor", type=float, default=0.3, help="backbone layers learn at this fraction of it")
+    train.add_argument("--init-heads", default=None, help="heads to warm-start unfreezing from (default: the shipped ones)")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named folder")

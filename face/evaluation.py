@@ -122,14 +122,15 @@ def evaluate_folder(
 
     from .backbones import create_backbone
     from .data import load_dataset
-    from .features import AugmentConfig, extract_features
+    from .features import AugmentConfig, extract_activations
     from .heads import default_heads_path, load_heads, predict_views
 
     dataset = load_dataset(data_dir, limit=limit)
     network = create_backbone(backbone)
     heads_path = Path(heads) if heads else default_heads_path(network)
     trained = load_heads(heads_path)
-    features = extract_features(network, dataset, AugmentConfig(views=2), progress=progress)
+    trained.check_backbone(network, heads_path)
+    features = extract_activations(network, dataset, (trained.boundary,), AugmentConfig(views=2), progress=progress)[trained.boundary]
     probabilities = predict_views(trained.model, features)
     labels = dataset.labels()
     report = compute_metrics(probabilities, labels)

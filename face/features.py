@@ -62,14 +62,22 @@ def augment_chip(chip: np.ndarray, view: int, config: AugmentConfig, rng: np.ran
     return np.ascontiguousarray(chip)
 
 
-def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig) -> str:
+def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None) -> str:
     description = {
         "backbone": backbone.describe(),
         "augment": asdict(augment),
         "images": [(face.path.name, face.path.stat().st_size) for face in dataset.faces],
         "version": 1,
     }
+    if layer is not None:  # features (layer None) keep the keys they always had
+        description["layer"] = layer
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cache_folder(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, cache_root: Path | None = None) -> Path:
+    """Where the cached features (layer None) or activations at `layer` live."""
+    name = backbone.name if layer is None else f"{backbone.name}-{layer}"
+    return (cache_root or feature_cache_dir()) / f"{name}-{cache_key(backbone, dataset, augment, layer)}"
 
 
 def dataset_views(dataset: Dataset, indices: range, backbone: Backbone, aligner: Aligner, augment: AugmentConfig) -> np.ndarray:
@@ -93,17 +101,39 @@ def extract_features(
     progress: bool = True,
 ) -> np.ndarray:
     """Features (N, views, D) float16 for every image, from the cache where it has them."""
-    folder = (cache_root or feature_cache_dir()) / f"{backbone.name}-{cache_key(backbone, dataset, augment)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({**backbone.describe(), "augment": asdict(augment), "images": len(dataset)}, indent=2))
-    done = _cached_chunks(folder)
-    covered = np.zeros(len(dataset), bool)
-    for chunk in done:
-        covered[chunk.start : chunk.stop] = True
+    return extract_activations(backbone, dataset, (None,), augment, cache_root, chunk_size, batch_size, progress)[None]
+
+
+def extract_activations(
+    backbone: Backbone,
+    dataset: Dataset,
+    layers: tuple[str | None, ...],
+    augment: AugmentConfig = AugmentConfig(),
+    cache_root: Path | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str | None, np.ndarray]:
+    """Activations (N, views, *shape) float16 at each of `layers` (None: the features).
+
+    Layers other than None need a KerasBackbone. One pass over the images fills every
+    layer's cache, so the boundaries of a whole unfreezing schedule cost one extraction.
+    """
+    folders = {layer: cache_folder(backbone, dataset, augment, layer, cache_root) for layer in layers}
+    covered = np.ones(len(dataset), bool)
+    for layer, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {**backbone.describe(), "layer": layer, "augment": asdict(augment), "images": len(dataset)}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        mine = np.zeros(len(dataset), bool)
+        for chunk in _cached_chunks(folder):
+            mine[chunk.start : chunk.stop] = True
+        covered &= mine
     missing = _missing_chunks(covered, chunk_size)
     if missing:
         aligner = Aligner()
-        bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"features {backbone.name}", unit="img", disable=not progress)
+        what = ", ".join("features" if layer is None else layer for layer in layers)
+        bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{backbone.name} {what}", unit="img", disable=not progress)
         # Read and align the next chunk in a thread while the backbone runs on this one.
         ready: queue.Queue = queue.Queue(maxsize=2)
 
@@ -120,14 +150,23 @@ def extract_features(
             chunk, chips = ready.get()
             if isinstance(chips, Exception):
                 raise chips
-            features = backbone.embed(chips, batch_size=batch_size).reshape(len(chunk), augment.views, -1)
-            _save_atomic(_chunk_path(folder, chunk), features.astype(np.float16))
+            if layers == (None,):
+                values = {None: backbone.embed(chips, batch_size=batch_size)}
+            else:
+                values = backbone.activations(chips, layers, batch_size=batch_size)
+            for layer, value in values.items():
+                value = value.reshape((len(chunk), augment.views) + value.shape[1:])
+                _save_atomic(_chunk_path(folders[layer], chunk), value.astype(np.float16))
             bar.update(len(chunk))
         bar.close()
-    result = np.zeros((len(dataset), augment.views, backbone.feature_size), np.float16)
-    for chunk in _cached_chunks(folder):
-        result[chunk.start : chunk.stop] = np.load(_chunk_path(folder, chunk))
-    return result
+    results = {}
+    for layer, folder in folders.items():
+        shape = (backbone.feature_size,) if layer is None else backbone.layer_shape(layer)
+        result = np.zeros((len(dataset), augment.views) + shape, np.float16)
+        for chunk in _cached_chunks(folder):
+            result[chunk.start : chunk.stop] = np.load(_chunk_path(folder, chunk))
+        results[layer] = result
+    return results
 
 
 def _cached_chunks(folder: Path) -> list[range]:

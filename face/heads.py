@@ -149,6 +149,30 @@ class TrainedHeads:
     def backbone(self) -> str:
         return self.metadata["backbone"]["backbone"]
 
+    @property
+    def boundary(self) -> str | None:
+        """The backbone layer whose activations this model takes; None: the backbone's features."""
+        return self.metadata.get("boundary")
+
+    def features_of(self, backbone, chips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """What this model takes as input, computed by `backbone` from uint8 chips."""
+        if self.boundary is None:
+            return backbone.embed(chips, batch_size=batch_size)
+        return backbone.activations(chips, (self.boundary,), batch_size=batch_size)[self.boundary]
+
+    def check_backbone(self, backbone, path) -> None:
+        """A WeightsError when `backbone` cannot feed this model."""
+        expected = self.metadata.get("input_shape") or [self.metadata.get("backbone", {}).get("feature_size")]
+        if self.boundary is not None:
+            stages = getattr(backbone, "stages", ())
+            if not stages or self.metadata["backbone"]["backbone"] != backbone.name:
+                raise WeightsError(f"{path}: fine-tuned on {self.metadata['backbone']['backbone']!r} above its layer {self.boundary!r}; use --backbone {self.metadata['backbone']['backbone']}")
+            actual = list(backbone.layer_shape(self.boundary))
+        else:
+            actual = [backbone.feature_size]
+        if list(expected) != actual:
+            raise WeightsError(f"{path}: expects inputs of shape {list(expected)}, backbone {backbone.name!r} gives {actual}")
+
     def predict(self, features: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
         if len(features) == 0:
             return {"age": np.zeros((0, MAX_AGE + 1)), "gender": np.zeros((0, 2)), "race": np.zeros((0, 5))}
@@ -168,11 +192,23 @@ def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) 
     return {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
 
 
-def default_heads_path(backbone) -> Path:
-    """Shipped heads for a backbone; backbones that compute the same features share heads."""
+def default_heads_path(backbone, frozen: bool = False) -> Path:
+    """Shipped heads for a backbone.
+
+    A fine-tuned model of the backbone itself (weights/<name>-finetuned.keras, from progressive
+    unfreezing) comes first unless `frozen`; then heads on its frozen features, shared by
+    backbones that compute the same features (weights/<heads_name>.keras).
+    """
     from .paths import shipped_weights_dir
 
+    own = shipped_weights_dir() / finetuned_name(backbone)
+    if not frozen and own.is_file():
+        return own
     return shipped_weights_dir() / f"{backbone.heads_name}.keras"
+
+
+def finetuned_name(backbone) -> str:
+    return f"{backbone.name}-finetuned.keras"
 
 
 def sidecar_path(weights_path: Path) -> Path:

@@ -49,6 +49,16 @@ class TrainConfig:
     loss_weights: dict = field(default_factory=lambda: {"age": 1.0, "gender": 2.0, "race": 2.0})
     cache_root: Path | None = None
     progress: bool = True
+    #: progressive unfreezing (see unfreezing.py): per phase, how many of the backbone's last
+    #: stages train (an int, a stage name meaning "from this stage on", or "all"); () = heads only
+    unfreeze: tuple = ()
+    unfreeze_epochs: int = 8
+    unfreeze_learning_rate: float = 3e-4
+    #: backbone layers learn at this fraction of the heads' learning rate
+    backbone_lr_factor: float = 0.3
+    unfreeze_batch_size: int = 128
+    #: heads to warm-start from; default the shipped heads of the backbone (trained first if none)
+    init_heads: Path | None = None
 
     def resolved_output(self, backbone: Backbone) -> Path:
         return Path(self.output) if self.output else Path("weights") / f"{backbone.heads_name}.keras"
@@ -88,6 +98,67 @@ def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_si
     return dataset.map(mix if alpha > 0 else cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def head_losses(heads_config: HeadsConfig) -> dict:
+    import keras
+
+    return {
+        "age": age_loss(heads_config.age_expectation_weight),
+        "gender": keras.losses.CategoricalCrossentropy(),
+        "race": keras.losses.CategoricalCrossentropy(),
+    }
+
+
+def class_metadata() -> dict:
+    return {"classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)}}
+
+
+HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": ["categorical_accuracy"]}
+
+
+def run_callbacks(run_dir: Path, patience: int, best_path: Path) -> list:
+    """Resume after a kill, keep the best epoch (weights only for a .weights.h5 path), stop when
+    stuck, log to CSV and TensorBoard."""
+    import keras
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=best_path.name.endswith(".weights.h5")),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+    ]
+
+
+def split_rows(dataset, config: TrainConfig):
+    """The train and validation subsets and their row numbers in `dataset`."""
+    train_set, validation_set = split_dataset(dataset, config.validation_fraction, config.seed)
+    index_of = {face.path: i for i, face in enumerate(dataset.faces)}
+    train_rows = np.array([index_of[f.path] for f in train_set.faces], dtype=np.int64)
+    validation_rows = np.array([index_of[f.path] for f in validation_set.faces], dtype=np.int64)
+    return train_set, validation_set, train_rows, validation_rows
+
+
+def heads_config_of(config: TrainConfig, feature_size: int) -> HeadsConfig:
+    return HeadsConfig(
+        feature_size=feature_size,
+        hidden_units=config.hidden_units,
+        dropout=config.dropout,
+        label_smoothing=config.label_smoothing,
+        loss_weights=config.loss_weights,
+    )
+
+
+def training_metadata(config: TrainConfig, **extra) -> dict:
+    """The sidecar's "training" entry: the whole config plus what the run measured."""
+    return {
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment",)},
+        "augment": asdict(config.augment),
+        **extra,
+        "commit": git_commit(),
+    }
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
@@ -102,21 +173,12 @@ def train(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     dataset = load_dataset(config.data_dir, limit=config.limit)
-    train_set, validation_set = split_dataset(dataset, config.validation_fraction, config.seed)
+    train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
     backbone = create_backbone(config.backbone)
     features = extract_features(backbone, dataset, config.augment, cache_root=config.cache_root, progress=config.progress)
-    index_of = {face.path: i for i, face in enumerate(dataset.faces)}
-    train_rows = np.array([index_of[f.path] for f in train_set.faces])
-    validation_rows = np.array([index_of[f.path] for f in validation_set.faces])
     extraction_seconds = time.time() - started
 
-    heads_config = HeadsConfig(
-        feature_size=backbone.feature_size,
-        hidden_units=config.hidden_units,
-        dropout=config.dropout,
-        label_smoothing=config.label_smoothing,
-        loss_weights=config.loss_weights,
-    )
+    heads_config = heads_config_of(config, backbone.feature_size)
     views = min(config.train_views or features.shape[1], features.shape[1])
     train_targets = make_targets(train_set.labels(), heads_config)
     train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
@@ -130,26 +192,10 @@ def train(config: TrainConfig) -> dict:
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss={
-            "age": age_loss(heads_config.age_expectation_weight),
-            "gender": keras.losses.CategoricalCrossentropy(),
-            "race": keras.losses.CategoricalCrossentropy(),
-        },
-        loss_weights=config.loss_weights,
-        metrics={"gender": ["categorical_accuracy"], "race": ["categorical_accuracy"]},
-    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=head_losses(heads_config), loss_weights=config.loss_weights, metrics=HEAD_METRICS)
     run_dir = config.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     best_path = run_dir / "best.keras"
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
-    ]
+    callbacks = run_callbacks(run_dir, config.patience, best_path)
     fit_started = time.time()
     model.fit(
         batches,
@@ -163,18 +209,16 @@ def train(config: TrainConfig) -> dict:
     report = compute_metrics(predict_views(best, features[validation_rows], config.validation_views), validation_set.labels())
     metadata = {
         "backbone": backbone.describe(),
-        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)},
+        **class_metadata(),
         "heads": asdict(heads_config),
-        "training": {
-            **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment",)},
-            "augment": asdict(config.augment),
-            "train_images": len(train_set),
-            "validation_images": len(validation_set),
-            "skipped_names": len(dataset.skipped),
-            "feature_seconds": round(extraction_seconds, 1),
-            "fit_seconds": round(fit_seconds, 1),
-            "commit": git_commit(),
-        },
+        "training": training_metadata(
+            config,
+            train_images=len(train_set),
+            validation_images=len(validation_set),
+            skipped_names=len(dataset.skipped),
+            feature_seconds=round(extraction_seconds, 1),
+            fit_seconds=round(fit_seconds, 1),
+        ),
         "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
     }
     save_heads(best, config.resolved_output(backbone), metadata)

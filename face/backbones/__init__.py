@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from .base import Backbone, ChipSpec, KerasBackbone
+from .base import INPUT_LAYER, Backbone, ChipSpec, KerasBackbone
 
 # name -> "module:factory"; a module registers more with `register_backbone`.
 _REGISTRY: dict[str, str | Callable[..., Backbone]] = {
@@ -42,4 +42,4 @@ def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     return factory(**kwargs)
 
 
-__all__ = ["Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "create_backbone", "list_backbones", "register_backbone"]
+__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "create_backbone", "list_backbones", "register_backbone"]

@@ -54,10 +54,18 @@ class Backbone(ABC):
 
 
 class KerasBackbone(Backbone):
-    """A backbone built as a Keras model, so it can be frozen or unfrozen by stage."""
+    """A backbone built as a Keras model, so it can be frozen or unfrozen by stage.
+
+    Stages run from input to output; `stages` names the layer that ends each one (the last
+    stage may be followed by weightless layers such as a global pool). Unfreezing the last
+    k stages cuts the model at the end of stage -k-1, its *boundary*: the frozen part below
+    runs once and its activations are cached, the part above is trained.
+    """
 
     #: names of the layers that end each stage, in order from input to output
     stages: tuple[str, ...] = ()
+    #: False for networks trained from scratch (no pretrained weights to keep)
+    pretrained: bool = True
 
     @abstractmethod
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
@@ -69,22 +77,83 @@ class KerasBackbone(Backbone):
         """The keras.Model from preprocessed input to features."""
 
     def embed(self, chips: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        outputs = [
-            np.asarray(self._forward(self.preprocess(chips[start : start + batch_size])))
-            for start in range(0, len(chips), batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, self.feature_size), np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+        return self.activations(chips, (None,), batch_size)[None]
 
-    def _forward(self, batch: np.ndarray):
+    # ---- stages -----------------------------------------------------------------------
+
+    def boundary(self, unfrozen_stages: int) -> str | None:
+        """The layer whose output feeds the last `unfrozen_stages` stages.
+
+        0 gives None (the features themselves: heads only); all stages give INPUT_LAYER
+        (training end to end from the preprocessed chips).
+        """
+        if not 0 <= unfrozen_stages <= len(self.stages):
+            raise ValueError(f"{self.name} has {len(self.stages)} stages ({', '.join(self.stages)}); cannot unfreeze {unfrozen_stages}")
+        if unfrozen_stages == 0:
+            return None
+        if unfrozen_stages == len(self.stages):
+            return INPUT_LAYER
+        return self.stages[-unfrozen_stages - 1]
+
+    def layer_shape(self, layer: str | None) -> tuple[int, ...]:
+        """Per-chip shape of the activations at `layer` (None: the features)."""
+        return tuple(self._tensor(layer).shape[1:])
+
+    def _tensor(self, layer: str | None):
+        if layer is None:
+            return self.model.outputs[0]
+        if layer == INPUT_LAYER:
+            return self.model.inputs[0]
+        return self.model.get_layer(layer).output
+
+    def top_model(self, boundary: str | None):
+        """The part of the network above `boundary`: its activations -> features.
+
+        It shares layers (and so weights) with `model`, so training it trains the backbone.
+        """
+        import keras
+
+        if boundary is None:
+            raise ValueError("nothing of the backbone lies above its output")
+        if boundary == INPUT_LAYER:
+            return self.model
+        return keras.Model(self._tensor(boundary), self.model.outputs[0], name=f"{self.model.name}_above_{boundary}")
+
+    def activations(self, chips: np.ndarray, layers: tuple[str | None, ...], batch_size: int = 32) -> dict:
+        """float32 activations of a batch of uint8 chips at each of `layers` (None: features)."""
+        forward = self._compiled(tuple(layers))
+        outputs: dict = {layer: [] for layer in layers}
+        for start in range(0, len(chips), batch_size):
+            values = forward(self.preprocess(chips[start : start + batch_size]))
+            for layer, value in zip(layers, values):
+                outputs[layer].append(np.asarray(value, np.float32))
+        return {
+            layer: np.concatenate(parts) if parts else np.zeros((0,) + self.layer_shape(layer), np.float32)
+            for layer, parts in outputs.items()
+        }
+
+    def _compiled(self, layers: tuple[str | None, ...]):
         # A compiled function, not model(x) eagerly: eager calls cost several GB of RSS.
-        if getattr(self, "_compiled_forward", None) is None:
+        cache = self.__dict__.setdefault("_compiled_forwards", {})
+        if layers not in cache:
+            import keras
             import tensorflow as tf
 
-            model = self.model
-            self._compiled_forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
-        return self._compiled_forward(batch)
+            inner = [layer for layer in dict.fromkeys(layers) if layer != INPUT_LAYER]
+            model = keras.Model(self.model.inputs, [self._tensor(layer) for layer in inner]) if inner else None
+
+            def forward(x):
+                values = model(x, training=False) if model is not None else []
+                values = dict(zip(inner, values if isinstance(values, (list, tuple)) else [values]))
+                values[INPUT_LAYER] = x
+                return [values[layer] for layer in layers]
+
+            cache[layers] = tf.function(forward, reduce_retracing=True, autograph=False)
+        return cache[layers]
+
+
+#: The boundary name for "every stage unfrozen": the cache then holds the preprocessed chips.
+INPUT_LAYER = "input"
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -50,7 +50,9 @@ TAG_OR_SKIP_VERSION = 1
 ADD_LAYER_ON_INPUT_VERSIONS = (2, 3)
 
 #: Names of the layers that end each stage, from input to output (see `build_keras_model`).
-STAGES = ("stem", "level1", "level2", "level3", "level4", "level5", "embedding")
+#: The last stage, named after its last layer, is level 5 (one down block, 4x4 -> 2x2), the
+#: global pool and the 128-wide fc layer: the fc alone is too small to be worth a stage.
+STAGES = ("stem", "level1", "level2", "level3", "level4", "embedding")
 
 
 # ------------------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def build_keras_model(layers: list[DlibLayer], name: str = "weights") -> keras.M
     pool), then ``level{L}_block{B}_{conv1,affine1,relu1,conv2,affine2,pool,add}`` and
     ``level{L}_block{B}`` (the block's relu), ``pool`` (global average) and
     ``embedding``. A new level starts at each down-sampling block; the last block's relu of
-    level L is named ``level{L}``, so `STAGES` names each stage's last layer.
+    level L is named ``level{L}``; `STAGES` names each stage's last layer.
     """
     records = _Records(layers, name)
 

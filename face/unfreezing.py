@@ -1,0 +1,286 @@
+"""Progressive unfreezing: fine-tune the last stages of a Keras backbone together with the heads.
+
+The schedule runs phases: heads only (the frozen-backbone training of training.py, or heads
+given to warm-start from), then the last stage, then the last two, and so on. A phase that
+trains the last k stages cuts the network at their boundary (`KerasBackbone.boundary`). The
+stages below are frozen, so their output for each stored view of each image never changes:
+one pass over the data caches it on disk (float16, see features.py), and every epoch runs only
+the unfrozen stages and the heads. One pass fills the caches of every phase at once.
+
+Choices:
+* an epoch is one pass over the training images, each seen as one view drawn at random
+  from its cached views (plain, mirrored, random shift/scale/erasing); with `train_views=1`
+  only the plain view is used;
+* mixup blends the boundary activations of pairs (manifold mixup) and their label
+  distributions;
+* pretrained normalisation stays in inference mode (its statistics and scale are not
+  trained; dlib's affine layers are fixed anyway), networks trained from scratch train theirs;
+* backbone layers learn at `backbone_lr_factor` times the heads' rate (`LayerwiseAdam`);
+* each phase starts from the best weights of the one before, has its own checkpoints,
+  CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .backbones import INPUT_LAYER, KerasBackbone, create_backbone
+from .data import load_dataset
+from .errors import WeightsError
+from .evaluation import compute_metrics
+from .features import AugmentConfig, cache_folder, extract_activations
+from .heads import build_heads, default_heads_path, finetuned_name, load_heads, predict_views, save_heads
+from .training import (
+    HEAD_METRICS,
+    TrainConfig,
+    class_metadata,
+    head_losses,
+    heads_config_of,
+    make_targets,
+    run_callbacks,
+    split_rows,
+    train,
+    training_metadata,
+)
+
+
+@keras.saving.register_keras_serializable(package="howold")
+class LayerwiseAdam(keras.optimizers.Adam):
+    """Adam whose listed variables (by path) learn at `slow_factor` times the learning rate.
+
+    Scaling gradients would not do: Adam's steps do not depend on the gradients' scale.
+    """
+
+    def __init__(self, *args, slow_variables: list[str] = (), slow_factor: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slow_variables = list(slow_variables)
+        self.slow_factor = float(slow_factor)
+        self._slow = set(self.slow_variables)
+
+    def build(self, variables):
+        super().build(variables)
+        # update_step may be handed the backend's variable, which has no path: go by index
+        self._slow_indices = {index for index, variable in enumerate(variables) if variable.path in self._slow}
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._get_variable_index(variable) in self._slow_indices:
+            learning_rate = learning_rate * self.slow_factor
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "slow_variables": self.slow_variables, "slow_factor": self.slow_factor}
+
+
+def parse_schedule(schedule, backbone: KerasBackbone) -> tuple[int, ...]:
+    """Phases as counts of unfrozen last stages; items are ints, stage names or "all"."""
+    phases = []
+    for item in schedule:
+        item = str(item).strip()
+        if item == "all":
+            count = len(backbone.stages)
+        elif item.isdigit():
+            count = int(item)
+        elif item in backbone.stages:
+            count = len(backbone.stages) - backbone.stages.index(item)
+        else:
+            raise ValueError(f"unfreeze phase {item!r}: give a number of last stages, 'all', or a stage of {backbone.name} ({', '.join(backbone.stages)})")
+        backbone.boundary(count)  # checks the range
+        if count == 0:
+            raise ValueError("unfreeze phases count stages to train; heads-only training is `howold train` without --unfreeze")
+        if phases and count <= phases[-1]:
+            raise ValueError(f"unfreeze phases must unfreeze more stages each time, got {list(schedule)}")
+        phases.append(count)
+    if not phases:
+        raise ValueError("empty unfreeze schedule")
+    return tuple(phases)
+
+
+class ActivationBatches(keras.utils.PyDataset):
+    """Batches of cached boundary activations: one random view per image, optional mixup."""
+
+    def __init__(self, activations: np.ndarray, rows: np.ndarray, targets: dict, batch_size: int, views: int, mixup_alpha: float, seed: int):
+        super().__init__()
+        self.activations, self.rows, self.targets = activations, rows, targets
+        self.batch_size, self.views, self.mixup_alpha, self.seed = batch_size, views, mixup_alpha, seed
+        self.epoch = 0
+        self._shuffle()
+
+    def _shuffle(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.order = rng.permutation(len(self.rows))
+        self.view_of = rng.integers(0, self.views, len(self.rows))
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.activations[self.rows[picked], self.view_of[picked]].astype(np.float32)
+        y = {name: value[picked] for name, value in self.targets.items()}
+        if self.mixup_alpha > 0:
+            weight = self.rng.beta(self.mixup_alpha, self.mixup_alpha, len(picked)).astype(np.float32)
+            partner = self.rng.permutation(len(picked))
+            x = _blend(x, x[partner], weight)
+            y = {name: _blend(value, value[partner], weight) for name, value in y.items()}
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._shuffle()
+
+
+def _blend(first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    weight = weight.reshape((-1,) + (1,) * (first.ndim - 1))
+    return weight * first + (1 - weight) * second
+
+
+def phase_model(backbone: KerasBackbone, boundary: str, heads):
+    """boundary activations -> unfrozen stages -> heads, sharing layers with both; and the stages."""
+    top = backbone.top_model(boundary)
+    for layer in top.layers:
+        layer.trainable = True
+        if backbone.pretrained and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # inference mode: keep the pretrained statistics
+    heads.trainable = True
+    inputs = keras.Input(backbone.layer_shape(boundary), name=f"{boundary}_activations")
+    return keras.Model(inputs, heads(top(inputs)), name=f"howold_above_{boundary}"), top
+
+
+def starting_heads(config: TrainConfig, backbone: KerasBackbone):
+    """Heads to warm-start from: given, shipped, or trained now; fresh for from-scratch backbones."""
+    heads_config = heads_config_of(config, backbone.feature_size)
+    if not backbone.pretrained:
+        return build_heads(heads_config)
+    path = Path(config.init_heads) if config.init_heads else default_heads_path(backbone, frozen=True)
+    if not path.is_file():
+        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
+        path = Path(report["heads_path"])
+    loaded = load_heads(path)
+    if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
+        raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
+    return loaded.model
+
+
+def fine_tune(config: TrainConfig) -> dict:
+    """Run the unfreezing schedule of `config`; returns the last phase's validation report."""
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    backbone = create_backbone(config.backbone)
+    if not isinstance(backbone, KerasBackbone):
+        raise ValueError(f"backbone {backbone.name!r} is not a Keras network, so it cannot be unfrozen; use dlib-resnet-keras")
+    phases = parse_schedule(config.unfreeze, backbone)
+    boundaries = {count: backbone.boundary(count) for count in phases}
+    dataset = load_dataset(config.data_dir, limit=config.limit)
+    train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
+    heads = starting_heads(config, backbone)
+
+    activations = extract_activations(backbone, dataset, tuple(boundaries.values()), config.augment, cache_root=config.cache_root, progress=config.progress)
+    cache_bytes = {
+        boundary: sum(p.stat().st_size for p in cache_folder(backbone, dataset, config.augment, boundary, config.cache_root).glob("chunk_*.npy"))
+        for boundary in boundaries.values()
+    }
+    extraction_seconds = time.time() - started
+
+    heads_config = heads_config_of(config, backbone.feature_size)
+    train_targets = make_targets(train_set.labels(), heads_config)
+    validation_targets = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
+    views = min(config.train_views or config.augment.views, config.augment.views)
+    output = Path(config.output) if config.output else Path("weights") / finetuned_name(backbone)
+    phase_reports = []
+    for count in phases:
+        boundary = boundaries[count]
+        model, top = phase_model(backbone, boundary, heads)
+        run_dir = config.run_dir() / f"unfreeze-{count}"
+        best_path = run_dir / "best.weights.h5"
+        done_path = run_dir / "done.json"
+        if done_path.exists():  # finished before an interruption: take its best weights
+            model.load_weights(best_path)
+            phase_reports.append(json.loads(done_path.read_text()))
+            continue
+        batches = ActivationBatches(activations[boundary], train_rows, train_targets, config.unfreeze_batch_size, views, config.mixup_alpha if views > 1 else 0.0, config.seed)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.unfreeze_learning_rate, decay_steps=config.unfreeze_epochs * len(batches), alpha=config.min_learning_rate / config.unfreeze_learning_rate
+        )
+        backbone_variables = [v.path for v in top.trainable_variables]
+        model.compile(
+            optimizer=LayerwiseAdam(schedule, slow_variables=backbone_variables, slow_factor=config.backbone_lr_factor),
+            loss=head_losses(heads_config),
+            loss_weights=config.loss_weights,
+            metrics=HEAD_METRICS,
+        )
+        callbacks = run_callbacks(run_dir, config.patience, best_path)
+        timer = EpochTimer(run_dir / "epoch_seconds.json")
+        fit_started = time.time()
+        model.fit(
+            batches,
+            validation_data=(activations[boundary][validation_rows, 0].astype(np.float32), validation_targets),
+            epochs=config.unfreeze_epochs,
+            callbacks=callbacks + [timer],
+            verbose=1 if config.progress else 0,
+        )
+        if best_path.exists():
+            model.load_weights(best_path)
+        report = compute_metrics(predict_views(model, activations[boundary][validation_rows], config.validation_views), validation_set.labels())
+        summary = {
+            "unfrozen_stages": count,
+            "boundary": boundary,
+            "trainable_backbone_parameters": int(sum(np.prod(v.shape) for v in top.trainable_variables)),
+            "cache_bytes": cache_bytes[boundary],
+            "epochs": len(timer.seconds),
+            "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1) if timer.seconds else None,
+            "fit_seconds": round(time.time() - fit_started, 1),
+            **{k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+        }
+        done_path.write_text(json.dumps(summary, indent=2))
+        (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+        phase_reports.append(summary)
+        if config.progress:
+            print(json.dumps(summary), flush=True)
+
+    last_boundary = boundaries[phases[-1]]
+    model, _ = phase_model(backbone, last_boundary, heads)
+    report = compute_metrics(predict_views(model, activations[last_boundary][validation_rows], config.validation_views), validation_set.labels())
+    metadata = {
+        "backbone": backbone.describe(),
+        "boundary": last_boundary,
+        "input_shape": list(backbone.layer_shape(last_boundary)),
+        **class_metadata(),
+        "heads": asdict(heads_config),
+        "training": training_metadata(
+            config,
+            train_images=len(train_set),
+            validation_images=len(validation_set),
+            skipped_names=len(dataset.skipped),
+            extraction_seconds=round(extraction_seconds, 1),
+            phases=phase_reports,
+        ),
+        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+    }
+    save_heads(model, output, metadata)
+    (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
+    report["heads_path"] = str(output)
+    report["phases"] = phase_reports
+    return report
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds per finished epoch, kept in a file so a resumed run reports them all."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.seconds = json.loads(path.read_text()) if path.exists() else []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.time() - self.started, 2))
+        self.path.write_text(json.dumps(self.seconds))
