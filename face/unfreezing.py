@@ -15,7 +15,8 @@ Choices:
   distributions;
 * pretrained normalisation stays in inference mode (its statistics and scale are not
   trained; dlib's affine layers are fixed anyway), networks trained from scratch train theirs;
-* backbone layers learn at `backbone_lr_factor` times the heads' rate (`LayerwiseAdam`);
+* pretrained backbone layers learn at `backbone_lr_factor` times the heads' rate
+  (`LayerwiseAdam`); a network trained from scratch learns at the heads' rate;
 * each phase starts from the best weights of the one before, has its own checkpoints,
   CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill.
 """
@@ -210,7 +211,7 @@ def fine_tune(config: TrainConfig) -> dict:
         )
         backbone_variables = [v.path for v in top.trainable_variables]
         model.compile(
-            optimizer=LayerwiseAdam(schedule, slow_variables=backbone_variables, slow_factor=config.backbone_lr_factor),
+            optimizer=LayerwiseAdam(schedule, slow_variables=backbone_variables, slow_factor=config.backbone_lr_factor if backbone.pretrained else 1.0),
             loss=head_losses(heads_config),
             loss_weights=config.loss_weights,
             metrics=HEAD_METRICS,

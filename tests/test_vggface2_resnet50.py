@@ -175,6 +175,23 @@ def test_embed_gives_2048_features(backbone: VGGFace2ResNet50) -> None:
     assert backbone.embed(chips[:0]).shape == (0, 2048)
 
 
+def test_unfreezing_the_last_stage_keeps_its_batch_norm_in_inference_mode(backbone: VGGFace2ResNet50) -> None:
+    from face.heads import HeadsConfig, build_heads
+    from face.unfreezing import phase_model
+
+    assert backbone.boundary(1) == "conv4_6_relu" and backbone.layer_shape("conv4_6_relu") == (13, 13, 1024)
+    model, top = phase_model(backbone, "conv4_6_relu", build_heads(HeadsConfig(feature_size=2048)))
+    norms = [layer for layer in top.layers if "bn" in layer.name]
+    convs = [layer for layer in top.layers if layer.name.startswith("conv5") and layer.weights and "bn" not in layer.name]
+    assert len(norms) == len(convs) == 10  # conv5_x: 3 blocks of 3 plus the projection
+    assert not any(layer.trainable for layer in norms) and all(layer.trainable for layer in convs)
+    assert "conv4_6_1x1_increase" not in [layer.name for layer in top.layers]  # the part below stays out
+    chips = np.random.default_rng(1).integers(0, 256, (2, 200, 200, 3), dtype=np.uint8)
+    values = backbone.activations(chips, ("conv4_6_relu", None))
+    above = np.asarray(top(values["conv4_6_relu"], training=True))  # training mode: BN must still use its statistics
+    assert np.abs(above - values[None]).max() <= 1e-4 * max(1.0, np.abs(values[None]).max())
+
+
 def test_preprocess_is_bgr_minus_vggface2_means(backbone: VGGFace2ResNet50) -> None:
     chips = np.zeros((1, 200, 200, 3), np.uint8)
     chips[..., 0], chips[..., 1], chips[..., 2] = 10, 20, 30  # R, G, B

@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str | Callable[..., Backbone]] = {
     "dlib-resnet": "face.backbones.dlib_resnet:DlibResNet",
     "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
+    "levi-hassner": "face.backbones.levi_hassner:LeviHassner",
 }
 
 # The same network as "dlib-resnet" (equal within 1e-6), run batched by TensorFlow: several times faster.
