@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs per unfreezing phase")
     train.add_argument("--unfreeze-learning-rate", type=float, default=3e-4, help="heads' learning rate while unfreezing")
-    train.add_argument("--backbone-lr-factor", type=float, default=0.3, help="backbone layers learn at this fraction of it")
+    train.add_argument("--backbone-lr-factor", type=float, default=0.1, help="the last stage learns at this fraction of it, the one before at its square, ...")
     train.add_argument("--init-heads", default=None, help="heads to warm-start unfreezing from (default: the shipped ones)")
     train.set_defaults(handler=cmd_train)
 

@@ -54,8 +54,8 @@ class TrainConfig:
     unfreeze: tuple = ()
     unfreeze_epochs: int = 8
     unfreeze_learning_rate: float = 3e-4
-    #: backbone layers learn at this fraction of the heads' learning rate
-    backbone_lr_factor: float = 0.3
+    #: the last stage learns at this fraction of the heads' learning rate, the one before at its square...
+    backbone_lr_factor: float = 0.1
     unfreeze_batch_size: int = 128
     #: heads to warm-start from; default the shipped heads of the backbone (trained first if none)
     init_heads: Path | None = None

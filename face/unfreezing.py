@@ -15,8 +15,12 @@ Choices:
   distributions;
 * pretrained normalisation stays in inference mode (its statistics and scale are not
   trained; dlib's affine layers are fixed anyway), networks trained from scratch train theirs;
-* pretrained backbone layers learn at `backbone_lr_factor` times the heads' rate
-  (`LayerwiseAdam`); a network trained from scratch learns at the heads' rate;
+* discriminative learning rates (`LayerwiseAdam`): the last stage learns at
+  `backbone_lr_factor` (0.1) times the heads' rate, the stage before at 0.01 times, and so
+  on; a network trained from scratch learns at the heads' rate throughout. Why so low:
+  dlib's kernels are tiny (mean |w| 4e-4 to 3e-3; batch norm is folded into its affine
+  layers) and Adam moves every weight by about the learning rate per step, so level 4 at
+  9e-5 (0.3 times 3e-4) blew the loss up from 5 to 34 in one step; at 3e-6 it stays put;
 * each phase starts from the best weights of the one before, has its own checkpoints,
   CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill.
 """
@@ -53,29 +57,45 @@ from .training import (
 
 @keras.saving.register_keras_serializable(package="howold")
 class LayerwiseAdam(keras.optimizers.Adam):
-    """Adam whose listed variables (by path) learn at `slow_factor` times the learning rate.
+    """Adam where the listed variables (by path) learn at their own fraction of the learning rate.
 
     Scaling gradients would not do: Adam's steps do not depend on the gradients' scale.
     """
 
-    def __init__(self, *args, slow_variables: list[str] = (), slow_factor: float = 0.1, **kwargs):
+    def __init__(self, *args, variable_factors: dict[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.slow_variables = list(slow_variables)
-        self.slow_factor = float(slow_factor)
-        self._slow = set(self.slow_variables)
+        self.variable_factors = dict(variable_factors or {})
 
     def build(self, variables):
         super().build(variables)
         # update_step may be handed the backend's variable, which has no path: go by index
-        self._slow_indices = {index for index, variable in enumerate(variables) if variable.path in self._slow}
+        self._factor_of_index = {index: self.variable_factors[v.path] for index, v in enumerate(variables) if v.path in self.variable_factors}
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._get_variable_index(variable) in self._slow_indices:
-            learning_rate = learning_rate * self.slow_factor
+        factor = self._factor_of_index.get(self._get_variable_index(variable))
+        if factor is not None:
+            learning_rate = learning_rate * factor
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
-        return {**super().get_config(), "slow_variables": self.slow_variables, "slow_factor": self.slow_factor}
+        return {**super().get_config(), "variable_factors": self.variable_factors}
+
+
+def stage_learning_rate_factors(backbone: KerasBackbone, top, factor: float) -> dict[str, float]:
+    """Discriminative fine-tuning (ULMFiT): the last stage learns at `factor` times the heads'
+    rate, the one before at factor**2, and so on; from-scratch networks all at the heads' rate."""
+    names = [layer.name for layer in backbone.model.layers]
+    ends = [names.index(stage) for stage in backbone.stages]
+    factors = {}
+    for layer in top.layers:
+        if layer.name not in names:
+            continue
+        position = names.index(layer.name)
+        stage = next((i for i, end in enumerate(ends) if position <= end), len(ends) - 1)
+        away = len(ends) - stage  # 1 for the last stage
+        for variable in layer.trainable_variables:
+            factors[variable.path] = factor**away if backbone.pretrained else 1.0
+    return factors
 
 
 def parse_schedule(schedule, backbone: KerasBackbone) -> tuple[int, ...]:
@@ -209,9 +229,9 @@ def fine_tune(config: TrainConfig) -> dict:
         schedule = keras.optimizers.schedules.CosineDecay(
             config.unfreeze_learning_rate, decay_steps=config.unfreeze_epochs * len(batches), alpha=config.min_learning_rate / config.unfreeze_learning_rate
         )
-        backbone_variables = [v.path for v in top.trainable_variables]
+        factors = stage_learning_rate_factors(backbone, top, config.backbone_lr_factor)
         model.compile(
-            optimizer=LayerwiseAdam(schedule, slow_variables=backbone_variables, slow_factor=config.backbone_lr_factor if backbone.pretrained else 1.0),
+            optimizer=LayerwiseAdam(schedule, variable_factors=factors),
             loss=head_losses(heads_config),
             loss_weights=config.loss_weights,
             metrics=HEAD_METRICS,

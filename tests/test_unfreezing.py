@@ -14,7 +14,7 @@ from face.data import load_dataset
 from face.features import AugmentConfig, extract_activations, extract_features
 from face.heads import HeadsConfig, build_heads, load_heads
 from face.training import TrainConfig
-from face.unfreezing import ActivationBatches, LayerwiseAdam, fine_tune, parse_schedule, phase_model
+from face.unfreezing import ActivationBatches, LayerwiseAdam, fine_tune, parse_schedule, phase_model, stage_learning_rate_factors
 
 from conftest import astronaut_face, make_utkface_folder
 
@@ -75,14 +75,24 @@ def test_layerwise_adam_gives_listed_variables_a_smaller_step():
     inputs = keras.Input((4,))
     slow, fast = keras.layers.Dense(3, name="slow"), keras.layers.Dense(1, name="fast")
     model = keras.Model(inputs, fast(slow(inputs)))
-    optimizer = LayerwiseAdam(0.01, slow_variables=[v.path for v in slow.trainable_variables], slow_factor=0.1)
+    optimizer = LayerwiseAdam(0.01, variable_factors={v.path: 0.1 for v in slow.trainable_variables})
     model.compile(optimizer=optimizer, loss="mse")
     before = [np.array(v) for v in model.trainable_variables]
     model.train_on_batch(np.ones((8, 4), np.float32), np.full((8, 1), 5.0, np.float32))
     steps = {v.path: np.abs(np.array(v) - b).max() for v, b in zip(model.trainable_variables, before)}
     # Adam's first step moves every weight by about its learning rate
     assert steps["slow/kernel"] == pytest.approx(0.001, rel=0.05) and steps["fast/kernel"] == pytest.approx(0.01, rel=0.05)
-    assert LayerwiseAdam.from_config(optimizer.get_config()).slow_factor == 0.1
+    assert LayerwiseAdam.from_config(optimizer.get_config()).variable_factors == {"slow/kernel": 0.1, "slow/bias": 0.1}
+
+
+def test_stages_further_from_the_heads_learn_slower(dlib_keras):
+    top = dlib_keras.top_model("level3")
+    factors = stage_learning_rate_factors(dlib_keras, top, 0.1)
+    assert factors["embedding/kernel"] == pytest.approx(0.1) and factors["level5_block1_conv1/kernel"] == pytest.approx(0.1)
+    assert factors["level4_block1_conv1/kernel"] == pytest.approx(0.01) and factors["level4_block3_conv2/bias"] == pytest.approx(0.01)
+    assert not any(name.startswith(("level3", "stem")) for name in factors)
+    scratch = LeviHassner()
+    assert set(stage_learning_rate_factors(scratch, scratch.model, 0.1).values()) == {1.0}
 
 
 def test_batches_draw_one_view_per_image_and_mix_up():
