@@ -15,3 +15,8 @@ class WeightsError(HowoldError):
 
 class DatasetError(HowoldError):
     """A dataset folder is missing, empty or holds no usable labelled images."""
+
+
+class ConfigError(HowoldError, ValueError):
+    """A setting names something that does not exist or cannot be done (an unknown backbone,
+    an unfreezing schedule the backbone does not have)."""

@@ -37,7 +37,7 @@ import numpy as np
 
 from .backbones import INPUT_LAYER, KerasBackbone, create_backbone
 from .data import load_dataset
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 from .evaluation import compute_metrics
 from .features import AugmentConfig, cache_folder, extract_activations
 from .heads import build_heads, default_heads_path, finetuned_name, load_heads, predict_views, save_heads
@@ -110,15 +110,15 @@ def parse_schedule(schedule, backbone: KerasBackbone) -> tuple[int, ...]:
         elif item in backbone.stages:
             count = len(backbone.stages) - backbone.stages.index(item)
         else:
-            raise ValueError(f"unfreeze phase {item!r}: give a number of last stages, 'all', or a stage of {backbone.name} ({', '.join(backbone.stages)})")
+            raise ConfigError(f"unfreeze phase {item!r}: give a number of last stages, 'all', or a stage of {backbone.name} ({', '.join(backbone.stages)})")
         backbone.boundary(count)  # checks the range
         if count == 0:
-            raise ValueError("unfreeze phases count stages to train; heads-only training is `howold train` without --unfreeze")
+            raise ConfigError("unfreeze phases count stages to train; heads-only training is `howold train` without --unfreeze")
         if phases and count <= phases[-1]:
-            raise ValueError(f"unfreeze phases must unfreeze more stages each time, got {list(schedule)}")
+            raise ConfigError(f"unfreeze phases must unfreeze more stages each time, got {list(schedule)}")
         phases.append(count)
     if not phases:
-        raise ValueError("empty unfreeze schedule")
+        raise ConfigError("empty unfreeze schedule")
     return tuple(phases)
 
 
@@ -195,7 +195,7 @@ def fine_tune(config: TrainConfig) -> dict:
     started = time.time()
     backbone = create_backbone(config.backbone)
     if not isinstance(backbone, KerasBackbone):
-        raise ValueError(f"backbone {backbone.name!r} is not a Keras network, so it cannot be unfrozen; use dlib-resnet-keras")
+        raise ConfigError(f"backbone {backbone.name!r} is not a Keras network, so it cannot be unfrozen; use dlib-resnet-keras")
     phases = parse_schedule(config.unfreeze, backbone)
     boundaries = {count: backbone.boundary(count) for count in phases}
     dataset = load_dataset(config.data_dir, limit=config.limit)

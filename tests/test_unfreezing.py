@@ -193,3 +193,12 @@ def _env(tmp_path):
     import os
 
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}  # the same HOWOLD_HOME, so the same caches
+
+
+def test_impossible_schedules_are_one_line_errors(tiny_utkface, capsys):
+    from face.cli import main
+
+    assert main(["train", "--data", str(tiny_utkface), "--backbone", "dlib-resnet", "--unfreeze", "1"]) == 2
+    assert "not a Keras network, so it cannot be unfrozen" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny_utkface), "--unfreeze", "level9"]) == 2
+    assert "a stage of dlib-resnet-keras (stem, level1, level2, level3, level4, embedding)" in capsys.readouterr().err

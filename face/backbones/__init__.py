@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from ..errors import ConfigError
 from .base import INPUT_LAYER, Backbone, ChipSpec, KerasBackbone
 
 # name -> "module:factory"; a module registers more with `register_backbone`.
@@ -36,7 +37,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}") from None
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}") from None
     if isinstance(factory, str):
         module_name, attribute = factory.split(":")
         factory = getattr(importlib.import_module(module_name), attribute)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ChipSpec:
@@ -88,7 +90,7 @@ class KerasBackbone(Backbone):
         (training end to end from the preprocessed chips).
         """
         if not 0 <= unfrozen_stages <= len(self.stages):
-            raise ValueError(f"{self.name} has {len(self.stages)} stages ({', '.join(self.stages)}); cannot unfreeze {unfrozen_stages}")
+            raise ConfigError(f"{self.name} has {len(self.stages)} stages ({', '.join(self.stages)}); cannot unfreeze {unfrozen_stages}")
         if unfrozen_stages == 0:
             return None
         if unfrozen_stages == len(self.stages):
