@@ -236,6 +236,10 @@ def load_heads(path: str | Path) -> TrainedHeads:
         metadata = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError) as error:
         raise WeightsError(f"{sidecar_path(path)}: missing or unreadable sidecar ({error})") from None
+    if metadata.get("boundary"):  # a fine-tuned part of a backbone: its custom layers must be known
+        from .backbones import backbone_factory
+
+        backbone_factory(metadata.get("backbone", {}).get("backbone", ""))
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # keras raises many types for a bad file

@@ -156,6 +156,8 @@ def test_unfreezing_trains_only_the_stages_above_its_boundary_and_resumes_by_pha
 
     saved = load_heads(output)
     assert saved.boundary == "level3" and saved.metadata["input_shape"] == [8, 8, 128]
+    fresh = subprocess.run([sys.executable, "-c", f"from face.heads import load_heads; print(load_heads({str(output)!r}).boundary)"], capture_output=True, text=True, env=_env(tmp_path))
+    assert fresh.stdout.strip() == "level3", fresh.stderr[-2000:]  # loads without importing the backbone first
     assert [p["unfrozen_stages"] for p in saved.metadata["training"]["phases"]] == [1, 2]
     original = create_backbone("dlib-resnet-keras").model
     inner = saved.model.get_layer("dlib_resnet_above_level3")

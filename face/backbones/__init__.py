@@ -32,8 +32,9 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
-    """Build the backbone called `name`; kwargs go to its constructor (e.g. ``weights=``)."""
+def backbone_factory(name: str) -> Callable[..., Backbone]:
+    """The class or function that builds `name`, importing its module (and so registering
+    its custom Keras layers, which fine-tuned model files contain)."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -41,7 +42,12 @@ def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     if isinstance(factory, str):
         module_name, attribute = factory.split(":")
         factory = getattr(importlib.import_module(module_name), attribute)
-    return factory(**kwargs)
+    return factory
 
 
-__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "create_backbone", "list_backbones", "register_backbone"]
+def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
+    """Build the backbone called `name`; kwargs go to its constructor (e.g. ``weights=``)."""
+    return backbone_factory(name)(**kwargs)
+
+
+__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "list_backbones", "register_backbone"]
