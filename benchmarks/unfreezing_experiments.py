@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--logs", default="logs/experiments")
     parser.add_argument("--heads-epochs", type=int, default=30)
     parser.add_argument("--unfreeze-epochs", type=int, default=5)
-    parser.add_argument("--scratch-epochs", type=int, default=15)
+    parser.add_argument("--scratch-epochs", type=int, default=12)
     parser.add_argument("--limit", type=int, default=None, help="first N images only (a quick check)")
     parser.add_argument("--skip-scratch", action="store_true")
     parser.add_argument("--output", default="notebooks/unfreezing_results.json")

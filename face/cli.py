@@ -98,9 +98,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .backbones import list_backbones
+    from .backbones import backbone_factory, list_backbones
 
-    print("\n".join(list_backbones()))
+    for name in list_backbones():
+        stages = getattr(backbone_factory(name), "stages", ())
+        print(f"{name}  (stages: {', '.join(stages)})" if stages else name)
     return 0
 
 
