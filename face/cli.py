@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--unfreeze", default=None, metavar="PHASES",
         help="progressive unfreezing after the heads, e.g. 1,2 (last stage, then last two), level4, or all; "
-        "an unknown stage name lists the backbone's stages",
+        "`howold backbones` lists each backbone's stages",
     )
     train.add_argument("--unfreeze-epochs", type=int, default=8, help="epochs per unfreezing phase")
     train.add_argument("--unfreeze-learning-rate", type=float, default=3e-4, help="heads' learning rate while unfreezing")

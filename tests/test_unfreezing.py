@@ -204,3 +204,11 @@ def test_impossible_schedules_are_one_line_errors(tiny_utkface, capsys):
     assert "not a Keras network, so it cannot be unfrozen" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny_utkface), "--unfreeze", "level9"]) == 2
     assert "a stage of dlib-resnet-keras (stem, level1, level2, level3, level4, embedding)" in capsys.readouterr().err
+
+
+def test_backbones_command_lists_stages(capsys):
+    from face.cli import main
+
+    assert main(["backbones"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "dlib-resnet-keras  (stages: stem, level1, level2, level3, level4, embedding)" in lines and "dlib-resnet" in lines
