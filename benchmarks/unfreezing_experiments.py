@@ -30,13 +30,21 @@ from face.unfreezing import fine_tune
 METRICS = ("age_mae", "age_cs5", "gender_accuracy", "race_accuracy")
 
 
+def epoch_history(run_dir: Path) -> list[dict[str, float]]:
+    """The run's per-epoch CSV log as numbers, kept in the results so the curves outlive logs/."""
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    return [{key: round(float(value), 5) for key, value in row.items() if value} for row in csv.DictReader(path.open())]
+
+
 def frozen_row(config: TrainConfig, label: str) -> dict:
     if not Path(config.output).exists():
         train(config)
     metadata = load_heads(config.output).metadata
-    history = list(csv.DictReader((config.run_dir() / "history.csv").open()))
+    history = epoch_history(config.run_dir())
     fit = metadata["training"]["fit_seconds"]
-    return {"model": "frozen", "augmentation": label, **{k: metadata["validation"][k] for k in METRICS}, "epochs": len(history), "fit_seconds": fit, "seconds_per_epoch": round(fit / max(len(history), 1), 1), "trainable_backbone_parameters": 0, "log": str(config.run_dir())}
+    return {"model": "frozen", "augmentation": label, **{k: metadata["validation"][k] for k in METRICS}, "epochs": len(history), "fit_seconds": fit, "seconds_per_epoch": round(fit / max(len(history), 1), 1), "trainable_backbone_parameters": 0, "log": str(config.run_dir()), "history": history}
 
 
 def unfreeze_rows(config: TrainConfig, label: str, names: dict[int, str]) -> list[dict]:
@@ -56,6 +64,7 @@ def unfreeze_rows(config: TrainConfig, label: str, names: dict[int, str]) -> lis
             "boundary": phase["boundary"],
             "cache_mb": round(phase["cache_bytes"] / 2**20, 1),
             "log": str(config.run_dir() / f"unfreeze-{phase['unfrozen_stages']}"),
+            "history": epoch_history(config.run_dir() / f"unfreeze-{phase['unfrozen_stages']}"),
         }
         for phase in phases
     ]
