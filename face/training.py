@@ -108,8 +108,17 @@ def head_losses(heads_config: HeadsConfig) -> dict:
     }
 
 
-def class_metadata() -> dict:
-    return {"classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)}}
+def model_metadata(backbone: Backbone, heads_config: HeadsConfig, training: dict, report: dict, **placement) -> dict:
+    """A trained model's sidecar: what it sits on (backbone, and where a fine-tuned model cuts
+    in), its classes and heads, how it was trained and how it did on validation."""
+    return {
+        "backbone": backbone.describe(),
+        **placement,
+        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)},
+        "heads": asdict(heads_config),
+        "training": training,
+        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+    }
 
 
 HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": ["categorical_accuracy"]}
@@ -207,20 +216,15 @@ def train(config: TrainConfig) -> dict:
     fit_seconds = time.time() - fit_started
     best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
     report = compute_metrics(predict_views(best, features[validation_rows], config.validation_views), validation_set.labels())
-    metadata = {
-        "backbone": backbone.describe(),
-        **class_metadata(),
-        "heads": asdict(heads_config),
-        "training": training_metadata(
-            config,
-            train_images=len(train_set),
-            validation_images=len(validation_set),
-            skipped_names=len(dataset.skipped),
-            feature_seconds=round(extraction_seconds, 1),
-            fit_seconds=round(fit_seconds, 1),
-        ),
-        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
-    }
+    training = training_metadata(
+        config,
+        train_images=len(train_set),
+        validation_images=len(validation_set),
+        skipped_names=len(dataset.skipped),
+        feature_seconds=round(extraction_seconds, 1),
+        fit_seconds=round(fit_seconds, 1),
+    )
+    metadata = model_metadata(backbone, heads_config, training, report)
     save_heads(best, config.resolved_output(backbone), metadata)
     (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
     report["heads_path"] = str(config.resolved_output(backbone))

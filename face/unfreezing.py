@@ -29,25 +29,25 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from .backbones import INPUT_LAYER, KerasBackbone, create_backbone
+from .backbones import KerasBackbone, create_backbone
 from .data import load_dataset
 from .errors import ConfigError, WeightsError
 from .evaluation import compute_metrics
-from .features import AugmentConfig, cache_folder, extract_activations
+from .features import cache_folder, extract_activations
 from .heads import build_heads, default_heads_path, finetuned_name, load_heads, predict_views, save_heads
 from .training import (
     HEAD_METRICS,
     TrainConfig,
-    class_metadata,
     head_losses,
     heads_config_of,
     make_targets,
+    model_metadata,
     run_callbacks,
     split_rows,
     train,
@@ -268,22 +268,15 @@ def fine_tune(config: TrainConfig) -> dict:
     last_boundary = boundaries[phases[-1]]
     model, _ = phase_model(backbone, last_boundary, heads)
     report = compute_metrics(predict_views(model, activations[last_boundary][validation_rows], config.validation_views), validation_set.labels())
-    metadata = {
-        "backbone": backbone.describe(),
-        "boundary": last_boundary,
-        "input_shape": list(backbone.layer_shape(last_boundary)),
-        **class_metadata(),
-        "heads": asdict(heads_config),
-        "training": training_metadata(
-            config,
-            train_images=len(train_set),
-            validation_images=len(validation_set),
-            skipped_names=len(dataset.skipped),
-            extraction_seconds=round(extraction_seconds, 1),
-            phases=phase_reports,
-        ),
-        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
-    }
+    training = training_metadata(
+        config,
+        train_images=len(train_set),
+        validation_images=len(validation_set),
+        skipped_names=len(dataset.skipped),
+        extraction_seconds=round(extraction_seconds, 1),
+        phases=phase_reports,
+    )
+    metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
     save_heads(model, output, metadata)
     (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
     report["heads_path"] = str(output)
