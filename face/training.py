@@ -211,6 +211,7 @@ def train(config: TrainConfig) -> dict:
         validation_data=(validation_x, validation_y),
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline reshuffles every epoch itself
         verbose=1 if config.progress else 0,
     )
     fit_seconds = time.time() - fit_started
