@@ -59,12 +59,13 @@ def astronaut_jpeg() -> bytes:
 
 
 def busy_jpeg() -> bytes:
-    """The astronaut twice side by side (1024x512, four faces): with flip TTA, about a second of work, past TIGHT's deadline."""
+    """The astronaut twelve times (2048x1536, twelve faces): with flip TTA, seconds of work, far past TIGHT's
+    deadline, so the work still runs when the 504 has come back."""
     if "busy" not in _CACHE:
         import numpy as np
         from skimage import data
 
-        _CACHE["busy"] = _jpeg(np.tile(data.astronaut(), (1, 2, 1)))
+        _CACHE["busy"] = _jpeg(np.tile(data.astronaut(), (3, 4, 1)))
     return _CACHE["busy"]
 
 
