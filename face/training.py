@@ -158,11 +158,14 @@ def heads_config_of(config: TrainConfig, feature_size: int) -> HeadsConfig:
     )
 
 
-def training_metadata(config: TrainConfig, **extra) -> dict:
-    """The sidecar's "training" entry: the whole config plus what the run measured."""
+def training_metadata(config: TrainConfig, dataset, train_set, validation_set, **extra) -> dict:
+    """The sidecar's "training" entry: the whole config, the split's sizes and what the run measured."""
     return {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment",)},
         "augment": asdict(config.augment),
+        "train_images": len(train_set),
+        "validation_images": len(validation_set),
+        "skipped_names": len(dataset.skipped),
         **extra,
         "commit": git_commit(),
     }
@@ -217,14 +220,7 @@ def train(config: TrainConfig) -> dict:
     fit_seconds = time.time() - fit_started
     best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
     report = compute_metrics(predict_views(best, features[validation_rows], config.validation_views), validation_set.labels())
-    training = training_metadata(
-        config,
-        train_images=len(train_set),
-        validation_images=len(validation_set),
-        skipped_names=len(dataset.skipped),
-        feature_seconds=round(extraction_seconds, 1),
-        fit_seconds=round(fit_seconds, 1),
-    )
+    training = training_metadata(config, dataset, train_set, validation_set, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
     metadata = model_metadata(backbone, heads_config, training, report)
     save_heads(best, config.resolved_output(backbone), metadata)
     (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))

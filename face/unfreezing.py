@@ -268,14 +268,7 @@ def fine_tune(config: TrainConfig) -> dict:
     last_boundary = boundaries[phases[-1]]
     model, _ = phase_model(backbone, last_boundary, heads)
     report = compute_metrics(predict_views(model, activations[last_boundary][validation_rows], config.validation_views), validation_set.labels())
-    training = training_metadata(
-        config,
-        train_images=len(train_set),
-        validation_images=len(validation_set),
-        skipped_names=len(dataset.skipped),
-        extraction_seconds=round(extraction_seconds, 1),
-        phases=phase_reports,
-    )
+    training = training_metadata(config, dataset, train_set, validation_set, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
     save_heads(model, output, metadata)
     (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
