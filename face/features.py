@@ -1,8 +1,10 @@
 """Backbone features of a dataset, computed once and cached on disk.
 
 The backbone is frozen, so its features depend only on the backbone, its weights, the
-preprocessing, the images and the augmentation. Those make the cache key. Features are
-written in chunks as they are computed, so a killed run resumes where it stopped.
+preprocessing, the images and the augmentation (and, for datasets of loose crops, the
+detector that finds the face). Those make the cache key. Features are written in chunks as
+they are computed, so a killed run resumes where it stopped, and read back memory-mapped
+(`StackedArrays`), so training on tens of thousands of images x views does not load them whole.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from tqdm import tqdm
 
 from .alignment import Aligner, crop_box
 from .backbones import Backbone
-from .data import Dataset
+from .crops import loose_crop_box
+from .data import DATASETS, Dataset
 from .images import load_image
 from .paths import feature_cache_dir
 
@@ -62,30 +65,74 @@ def augment_chip(chip: np.ndarray, view: int, config: AugmentConfig, rng: np.ran
     return np.ascontiguousarray(chip)
 
 
-def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None) -> str:
-    description = {
-        "backbone": backbone.describe(),
-        "augment": asdict(augment),
-        "images": [(face.path.name, face.path.stat().st_size) for face in dataset.faces],
-        "version": 1,
-    }
+def _images_description(dataset: Dataset, detector: str) -> dict:
+    """What identifies a dataset's images; UTKFace's keeps the description its caches always had."""
+    description: dict = {"images": [(face.path.name, face.path.stat().st_size) for face in dataset.faces]}
+    if dataset.kind != "utkface":  # other datasets' names ("1.jpg") never share a key with UTKFace's
+        description["dataset"] = dataset.kind
+    if dataset.loose_crops:
+        description["boxes"] = {"detector": detector, "margin": DATASETS[dataset.kind].margin}
+    return description
+
+
+def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, detector: str = "hog") -> str:
+    description = {"backbone": backbone.describe(), "augment": asdict(augment), **_images_description(dataset, detector), "version": 1}
     if layer is not None:  # features (layer None) keep the keys they always had
         description["layer"] = layer
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cache_folder(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, cache_root: Path | None = None) -> Path:
+def cache_folder(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, cache_root: Path | None = None, detector: str = "hog") -> Path:
     """Where the cached features (layer None) or activations at `layer` live."""
     name = backbone.name if layer is None else f"{backbone.name}-{layer}"
-    return (cache_root or feature_cache_dir()) / f"{name}-{cache_key(backbone, dataset, augment, layer)}"
+    prefix = "" if dataset.kind == "utkface" else f"{dataset.kind}-"
+    return (cache_root or feature_cache_dir()) / f"{prefix}{name}-{cache_key(backbone, dataset, augment, layer, detector)}"
 
 
-def dataset_views(dataset: Dataset, indices: range, backbone: Backbone, aligner: Aligner, augment: AugmentConfig) -> np.ndarray:
-    """Chips (len(indices) * views, size, size, 3) for a chunk of the dataset, crop-aligned."""
+def cache_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("chunk_*.npy"))
+
+
+def dataset_boxes(dataset: Dataset, detector: str = "hog", cache_root: Path | None = None, chunk_size: int = 1000, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Face boxes (N, 4) and whether the detector found them (N,) for every image, cached.
+
+    Aligned crops are their own box (all "found"); loose crops are detected (see crops.py).
+    """
+    if not dataset.loose_crops:
+        return np.zeros((len(dataset), 4), np.int32), np.ones(len(dataset), bool)
+    from .detection import FaceDetector
+
+    key = hashlib.sha256(json.dumps(_images_description(dataset, detector), sort_keys=True).encode()).hexdigest()[:20]
+    folder = (cache_root or feature_cache_dir()) / f"{dataset.kind}-boxes-{detector}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    covered = np.zeros(len(dataset), bool)
+    for chunk in _cached_chunks(folder):
+        covered[chunk.start : chunk.stop] = True
+    missing = _missing_chunks(covered, chunk_size)
+    if missing:
+        finder = FaceDetector(detector, upsample=0)
+        margin = DATASETS[dataset.kind].margin
+        bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{dataset.kind} faces ({detector})", unit="img", disable=not progress)
+        for chunk in missing:
+            rows = []
+            for index in chunk:
+                box, found = loose_crop_box(load_image(dataset.faces[index].path), finder, margin)
+                rows.append((*box, int(found)))
+                bar.update(1)
+            _save_atomic(_chunk_path(folder, chunk), np.array(rows, np.int32))
+        bar.close()
+    table = np.concatenate([np.load(_chunk_path(folder, chunk)) for chunk in _cached_chunks(folder)])
+    return table[:, :4], table[:, 4].astype(bool)
+
+
+def dataset_views(dataset: Dataset, indices: range, backbone: Backbone, aligner: Aligner, augment: AugmentConfig, boxes: np.ndarray | None = None) -> np.ndarray:
+    """Chips (len(indices) * views, size, size, 3) for a chunk of the dataset, aligned in the face
+    box (`boxes`, from dataset_boxes; None: the whole image, for aligned crops)."""
     chips = []
     for index in indices:
         image = load_image(dataset.faces[index].path)
-        chip = aligner.chips(image, [crop_box(image)], backbone.chip)[0]
+        box = crop_box(image) if boxes is None else tuple(int(v) for v in boxes[index])
+        chip = aligner.chips(image, [box], backbone.chip)[0]
         rng = np.random.default_rng([augment.seed, index])
         chips.extend(augment_chip(chip, view, augment, rng) for view in range(augment.views))
     return np.stack(chips)
@@ -99,9 +146,10 @@ def extract_features(
     chunk_size: int = 256,
     batch_size: int = 32,
     progress: bool = True,
-) -> np.ndarray:
+    detector: str = "hog",
+) -> "StackedArrays":
     """Features (N, views, D) float16 for every image, from the cache where it has them."""
-    return extract_activations(backbone, dataset, (None,), augment, cache_root, chunk_size, batch_size, progress)[None]
+    return extract_activations(backbone, dataset, (None,), augment, cache_root, chunk_size, batch_size, progress, detector)[None]
 
 
 def extract_activations(
@@ -113,13 +161,15 @@ def extract_activations(
     chunk_size: int = 256,
     batch_size: int = 32,
     progress: bool = True,
-) -> dict[str | None, np.ndarray]:
-    """Activations (N, views, *shape) float16 at each of `layers` (None: the features).
+    detector: str = "hog",
+) -> dict[str | None, "StackedArrays"]:
+    """Activations (N, views, *shape) float16 at each of `layers` (None: the features), memory-mapped.
 
     Layers other than None need a KerasBackbone. One pass over the images fills every
     layer's cache, so the boundaries of a whole unfreezing schedule cost one extraction.
+    Loose crops are aligned in the boxes `detector` finds (dataset_boxes).
     """
-    folders = {layer: cache_folder(backbone, dataset, augment, layer, cache_root) for layer in layers}
+    folders = {layer: cache_folder(backbone, dataset, augment, layer, cache_root, detector) for layer in layers}
     covered = np.ones(len(dataset), bool)
     for layer, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,6 +181,7 @@ def extract_activations(
         covered &= mine
     missing = _missing_chunks(covered, chunk_size)
     if missing:
+        boxes = dataset_boxes(dataset, detector, cache_root, progress=progress)[0] if dataset.loose_crops else None
         aligner = Aligner()
         what = ", ".join("features" if layer is None else layer for layer in layers)
         bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{backbone.name} {what}", unit="img", disable=not progress)
@@ -140,7 +191,7 @@ def extract_activations(
         def produce() -> None:
             for chunk in missing:
                 try:
-                    ready.put((chunk, dataset_views(dataset, chunk, backbone, aligner, augment)))
+                    ready.put((chunk, dataset_views(dataset, chunk, backbone, aligner, augment, boxes)))
                 except Exception as error:  # handed to the main thread, which raises it
                     ready.put((chunk, error))
                     return
@@ -162,11 +213,55 @@ def extract_activations(
     results = {}
     for layer, folder in folders.items():
         shape = (backbone.feature_size,) if layer is None else backbone.layer_shape(layer)
-        result = np.zeros((len(dataset), augment.views) + shape, np.float16)
-        for chunk in _cached_chunks(folder):
-            result[chunk.start : chunk.stop] = np.load(_chunk_path(folder, chunk))
-        results[layer] = result
+        results[layer] = StackedArrays([np.load(_chunk_path(folder, chunk), mmap_mode="r") for chunk in _cached_chunks(folder)], (augment.views,) + shape)
     return results
+
+
+class StackedArrays:
+    """Arrays stacked along their first axis without copying them (memory-mapped cache chunks,
+    or the caches of several datasets): `x[rows, ...]` reads just those rows.
+
+    Indexing takes rows first (an int, slice, or index array), then anything numpy takes for
+    the other axes; an index array on the second axis pairs with the rows, as in numpy.
+    """
+
+    def __init__(self, parts, item_shape: tuple[int, ...] | None = None, dtype=np.float16):
+        flat = []
+        for part in parts:
+            flat.extend(part.parts if isinstance(part, StackedArrays) else [part])
+        self.parts = [part for part in flat if len(part)]
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
+        self.item_shape = tuple(self.parts[0].shape[1:]) if self.parts else tuple(item_shape or ())
+        self.dtype = self.parts[0].dtype if self.parts else np.dtype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.offsets[-1]),) + self.item_shape
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first, rest = key[0], key[1:]
+        scalar = isinstance(first, (int, np.integer))
+        rows = np.atleast_1d(np.arange(len(self))[first])
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = None
+        for part in np.unique(part_of):
+            mask = part_of == part
+            local_rest = tuple(r[mask] if isinstance(r, np.ndarray) and r.ndim == 1 and len(r) == len(rows) else r for r in rest)
+            values = np.asarray(self.parts[part][(rows[mask] - self.offsets[part],) + local_rest])
+            if out is None:
+                out = np.empty((len(rows),) + values.shape[1:], values.dtype)
+            out[mask] = values
+        if out is None:
+            out = np.zeros((0,) + self.item_shape, self.dtype)[(slice(None),) + rest]
+        return out[0] if scalar else out
+
+    def __array__(self, dtype=None, copy=None):
+        values = self[:]
+        return values if dtype is None else values.astype(dtype)
 
 
 def _cached_chunks(folder: Path) -> list[range]:
