@@ -47,11 +47,15 @@ def cmd_video(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .data import DEFAULT_DATA_DIR
     from .features import AugmentConfig
-    from .training import TrainConfig, train
+    from .training import TrainConfig, headline, train
 
+    specs = args.data or [str(DEFAULT_DATA_DIR)]
     config = TrainConfig(
-        data_dir=Path(args.data),
+        data_dir=Path(specs[0]),
+        datasets=tuple(specs),
+        detector=args.crop_detector,
         backbone=args.backbone,
         output=Path(args.output) if args.output else None,
         logs_dir=Path(args.logs),
@@ -77,16 +81,20 @@ def cmd_train(args) -> int:
             print(json.dumps(phase))
     else:
         report = train(config)
-    print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
+    print(json.dumps({kind: headline(part) for kind, part in report["datasets"].items()}, indent=2))
     print(f"model saved to {report['heads_path']}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_folder
+    from .training import headline
 
-    report = evaluate_folder(Path(args.data), Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit)
-    print(json.dumps({k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}, indent=2))
+    report = evaluate_folder(
+        args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit, detector=args.crop_detector
+    )
+    groups = {key: {name: {k: v for k, v in group.items() if v is not None} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
+    print(json.dumps({"overall": headline(report), **groups}, indent=2))
     print(f"report written to {args.output}")
     return 0
 
@@ -109,6 +117,7 @@ def cmd_backbones(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
     from .data import DEFAULT_DATA_DIR
+    from .evaluation import DEFAULT_CROP_DETECTOR
 
     parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -132,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyzer_options(video)
     video.set_defaults(handler=cmd_video)
 
-    train = commands.add_parser("train", help="train the heads on a UTKFace-named folder")
-    train.add_argument("--data", default=str(DEFAULT_DATA_DIR))
+    train = commands.add_parser("train", help="train the heads on UTKFace and/or FairFace")
+    train.add_argument(
+        "--data", action="append", default=None, metavar="[NAME=]DIR",
+        help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops) or fairface=DIR (FairFace's CSV layout); "
+        f"a bare DIR is guessed from its content (default {DEFAULT_DATA_DIR})",
+    )
+    train.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, help="face detector for loose crops (FairFace's) before alignment")
     train.add_argument("--backbone", default=DEFAULT_BACKBONE)
     train.add_argument("--output", default=None, help="heads file (default weights/<backbone>.keras)")
     train.add_argument("--logs", default="logs")
@@ -156,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-heads", default=None, help="heads to warm-start unfreezing from (default: the shipped ones)")
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named folder")
-    evaluate.add_argument("--data", required=True)
+    evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named or FairFace-layout folder")
+    evaluate.add_argument("--data", required=True, metavar="[NAME=]DIR", help="UTKFace-named crops, or a FairFace-layout folder (CSV + images)")
+    evaluate.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, help="face detector for loose crops (FairFace's) before alignment")
     evaluate.add_argument("--output", default="report.json")
     evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
     evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)

@@ -3,6 +3,12 @@
 Age is one class per year (0-100, DEX's range); the estimate is the expectation of the
 predicted distribution, with its 10th-90th percentiles as an interval, and the Adience
 group is the one holding most of the probability.
+
+Labels may be partial. Age learns from exact ages (a Gaussian label distribution) and from
+age bins (the likelihood of the bin's probability mass, an interval label); race has
+FairFace's 7 classes and learns from sets of them (UTKFace's Asian is {East Asian,
+Southeast Asian}) by the likelihood of the set. UTKFace's 5 classes are sums of the 7, so
+the two answers always agree. Heads trained before (5 race outputs) still load and answer.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import GENDERS, MAX_AGE, RACES
+from .data import AGE_BINS, FAIRFACE_RACES, GENDERS, MAX_AGE, RACE_SETS, RACES
 from .errors import WeightsError
 
 AGES = np.arange(MAX_AGE + 1, dtype=np.float32)
@@ -32,6 +38,7 @@ class HeadsConfig:
     age_expectation_weight: float = 0.05  # weight of |E[age] - age| next to the distribution loss
     label_smoothing: float = 0.05
     loss_weights: dict = field(default_factory=lambda: {"age": 1.0, "gender": 2.0, "race": 2.0})
+    race_classes: int = len(FAIRFACE_RACES)  # 5 (UTKFace's) for heads trained before FairFace
 
 
 def age_distribution_targets(ages: np.ndarray, sigma: float) -> np.ndarray:
@@ -39,6 +46,35 @@ def age_distribution_targets(ages: np.ndarray, sigma: float) -> np.ndarray:
     ages = np.clip(np.asarray(ages, np.float32), 0, MAX_AGE)[:, None]
     weights = np.exp(-0.5 * ((AGES[None, :] - ages) / sigma) ** 2)
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def age_targets(ages: np.ndarray, age_bins: np.ndarray, sigma: float) -> np.ndarray:
+    """(N, 2 * 101 + 1) targets of age_loss: [label distribution | bin mask | is-a-bin flag].
+
+    Rows with an exact age (>= 0) fill the distribution; the others the mask of their bin
+    (FairFace's, inclusive). Mixup blends rows linearly and the loss stays the mixture of losses.
+    """
+    ages, age_bins = np.asarray(ages), np.asarray(age_bins)
+    exact = ages >= 0
+    targets = np.zeros((len(ages), 2 * len(AGES) + 1), np.float32)
+    if exact.any():
+        targets[exact, : len(AGES)] = age_distribution_targets(ages[exact], sigma)
+    for row in np.flatnonzero(~exact):
+        low, high = AGE_BINS[int(age_bins[row])]
+        targets[row, len(AGES) + low : len(AGES) + high + 1] = 1.0
+        targets[row, -1] = 1.0
+    return targets
+
+
+def race_set_targets(races: np.ndarray, races7: np.ndarray, classes: int = len(FAIRFACE_RACES)) -> np.ndarray:
+    """(N, classes) masks of the races each label allows: FairFace's own class where known
+    (race7 >= 0), else the set UTKFace's class stands for. With 5 classes: one-hot of `races`."""
+    if classes == len(RACES):
+        return one_hot(races, classes)
+    targets = np.zeros((len(races), classes), np.float32)
+    for row, (race, race7) in enumerate(zip(np.asarray(races), np.asarray(races7))):
+        targets[row, [int(race7)] if race7 >= 0 else list(RACE_SETS[int(race)])] = 1.0
+    return targets
 
 
 def one_hot(labels: np.ndarray, classes: int, smoothing: float = 0.0) -> np.ndarray:
@@ -56,7 +92,7 @@ def build_heads(config: HeadsConfig):
     shared = layers.Dense(config.hidden_units, activation="relu", name="shared")(features)
     shared = layers.Dropout(config.dropout, name="shared_dropout")(shared)
     outputs = {}
-    for head, classes in (("age", MAX_AGE + 1), ("gender", len(GENDERS)), ("race", len(RACES))):
+    for head, classes in (("age", MAX_AGE + 1), ("gender", len(GENDERS)), ("race", config.race_classes)):
         hidden = layers.Dense(config.head_units, activation="relu", name=f"{head}_hidden")(shared)
         hidden = layers.Dropout(config.dropout, name=f"{head}_dropout")(hidden)
         outputs[head] = layers.Dense(classes, activation="softmax", name=head)(hidden)
@@ -64,18 +100,56 @@ def build_heads(config: HeadsConfig):
 
 
 def age_loss(expectation_weight: float):
-    """Cross-entropy to the label distribution plus a small L1 on the expected age (DLDL-v2)."""
-    import keras
+    """For exact ages: cross-entropy to the label distribution plus a small L1 on the expected
+    age (DLDL-v2); for age bins: -log of the probability mass in the bin. Targets: age_targets."""
     from keras import ops
 
     ages = ops.convert_to_tensor(AGES)
+    size = len(AGES)
 
     def loss(y_true, y_pred):
-        entropy = keras.losses.categorical_crossentropy(y_true, y_pred)
-        expectation_error = ops.abs(ops.sum(y_pred * ages, axis=-1) - ops.sum(y_true * ages, axis=-1))
-        return entropy + expectation_weight * expectation_error
+        distribution, mask, is_bin = y_true[:, :size], y_true[:, size : 2 * size], y_true[:, -1]
+        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        entropy = -ops.sum(distribution * log_p, axis=-1)
+        exact = ops.sum(distribution, axis=-1)  # 1 for an exact age, its mixup weight when mixed
+        expectation_error = ops.abs(ops.sum(y_pred * ages, axis=-1) * exact - ops.sum(distribution * ages, axis=-1))
+        in_bin = ops.sum(y_pred * mask, axis=-1) / ops.maximum(is_bin, 1e-7)
+        interval = -is_bin * ops.log(ops.clip(in_bin, 1e-7, 1.0))
+        return entropy + expectation_weight * expectation_error + interval
 
     return loss
+
+
+def race_set_loss(smoothing: float = 0.0):
+    """-log of the probability of the label's set of races (partial labels), smoothed like
+    label smoothing: (1 - s) of it plus s times the mean cross-entropy over all classes.
+
+    A mixup of two labels gives the likelihood of the mixture, w P(set1) + (1 - w) P(set2).
+    """
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        in_set = -ops.log(ops.clip(ops.sum(y_true * y_pred, axis=-1), 1e-7, 1.0))
+        return (1.0 - smoothing) * in_set - smoothing * ops.mean(log_p, axis=-1)
+
+    return loss
+
+
+def set_accuracy(y_true, y_pred):
+    """Whether the most probable class lies in the label's set (mixed labels: in either set)."""
+    from keras import ops
+
+    picked = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
+    return ops.cast(ops.sum(picked * y_true, axis=-1) > 0, "float32")
+
+
+def race5_probabilities(race: np.ndarray) -> np.ndarray:
+    """UTKFace's 5 race probabilities from the head's: the same array for 5 outputs, sums of FairFace's 7."""
+    race = np.asarray(race)
+    if race.shape[-1] == len(RACES):
+        return race
+    return np.stack([race[..., list(members)].sum(axis=-1) for members in RACE_SETS], axis=-1)
 
 
 # ---- turning probabilities into answers ------------------------------------------------
@@ -117,9 +191,11 @@ def interpret(outputs: dict[str, np.ndarray]) -> list[dict]:
     intervals = age_percentiles(age_probs)
     groups = age_group_probabilities(age_probs)
     answers = []
+    races = np.asarray(outputs["race"], np.float64)
+    races5 = race5_probabilities(races)
     for i in range(len(age_probs)):
         gender = np.asarray(outputs["gender"][i], np.float64)
-        race = np.asarray(outputs["race"][i], np.float64)
+        race = races5[i]
         answers.append(
             {
                 "age": round(float(ages[i]), 1),
@@ -132,6 +208,9 @@ def interpret(outputs: dict[str, np.ndarray]) -> list[dict]:
                 "race_confidences": {name: round(float(p), 4) for name, p in zip(RACES, race)},
             }
         )
+        if races.shape[1] == len(FAIRFACE_RACES):
+            answers[-1]["race_fairface"] = FAIRFACE_RACES[int(races[i].argmax())]
+            answers[-1]["race_fairface_confidences"] = {name: round(float(p), 4) for name, p in zip(FAIRFACE_RACES, races[i])}
     return answers
 
 
@@ -175,7 +254,7 @@ class TrainedHeads:
 
     def predict(self, features: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
         if len(features) == 0:
-            return {"age": np.zeros((0, MAX_AGE + 1)), "gender": np.zeros((0, 2)), "race": np.zeros((0, 5))}
+            return {"age": np.zeros((0, MAX_AGE + 1)), "gender": np.zeros((0, 2)), "race": np.zeros((0, race_classes_of(self.model)))}
         if getattr(self, "_forward", None) is None:
             import tensorflow as tf
 
@@ -183,6 +262,12 @@ class TrainedHeads:
             self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
         parts = [self._forward(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
         return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in ("age", "gender", "race")}
+
+
+def race_classes_of(model) -> int:
+    """How many races a heads model tells apart: 7 (FairFace's) or 5 (UTKFace's, older heads)."""
+    output = model.output
+    return int(output["race"].shape[-1]) if isinstance(output, dict) else len(RACES)
 
 
 def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:

@@ -1,5 +1,8 @@
 """`howold train`: fit the three heads on cached features of a frozen backbone.
 
+Training may mix datasets (UTKFace and FairFace): each is read by name, split with the same
+seed on its own, cached on its own, and reported on its own; their labels meet in one set
+of targets (exact ages or age bins, 5-way race labels as sets of FairFace's 7).
 Each epoch sees every stored view of every training image; mixup blends pairs of
 feature vectors and their label distributions. BackupAndRestore makes a run killed with
 kill -9 resume at its last finished epoch; the feature cache makes the restart cheap.
@@ -15,15 +18,30 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
-from .data import DEFAULT_DATA_DIR, GENDERS, MAX_AGE, RACES, load_dataset, split_dataset
-from .evaluation import compute_metrics
-from .features import AugmentConfig, extract_features
-from .heads import HeadsConfig, age_distribution_targets, age_loss, build_heads, one_hot, predict_views, save_heads
+from .data import DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
+from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
+from .features import AugmentConfig, StackedArrays, extract_activations
+from .heads import (
+    HeadsConfig,
+    age_loss,
+    age_targets,
+    build_heads,
+    one_hot,
+    predict_views,
+    race_set_loss,
+    race_set_targets,
+    save_heads,
+    set_accuracy,
+)
 
 
 @dataclass
 class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
+    #: several datasets, each "NAME=DIR" (utkface, fairface) or a bare DIR; empty: data_dir alone
+    datasets: tuple = ()
+    #: the face detector for datasets of loose crops (FairFace's)
+    detector: str = DEFAULT_CROP_DETECTOR
     backbone: str = DEFAULT_BACKBONE
     #: where the best heads go; default weights/<backbone's heads name>.keras
     output: Path | None = None
@@ -66,12 +84,85 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return Path(self.logs_dir) / (self.run_name or self.backbone)
 
+    def data_specs(self) -> list[tuple[str, Path]]:
+        """(dataset name, folder) for each dataset to train on."""
+        return [parse_data_spec(spec) for spec in (self.datasets or (self.data_dir,))]
+
+
+@dataclass
+class DataPart:
+    """One dataset of a training mixture, its split, and its rows in the mixture's arrays."""
+
+    kind: str
+    dataset: Dataset
+    train: Dataset
+    validation: Dataset
+    offset: int  # where its images start in the mixture
+    train_rows: np.ndarray
+    validation_rows: np.ndarray
+
+
+def load_parts(config: TrainConfig) -> list[DataPart]:
+    """Every dataset of `config`, each split on its own with the config's seed."""
+    parts, offset = [], 0
+    for kind, root in config.data_specs():
+        dataset = load_named(kind, root, limit=config.limit)
+        train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
+        parts.append(DataPart(kind, dataset, train_set, validation_set, offset, train_rows + offset, validation_rows + offset))
+        offset += len(dataset)
+    kinds = [part.kind for part in parts]
+    if len(set(kinds)) != len(kinds):
+        from .errors import ConfigError
+
+        raise ConfigError(f"--data names a dataset twice ({', '.join(kinds)}); give each once")
+    return parts
+
+
+def mixture_activations(backbone: Backbone, parts: list[DataPart], layers: tuple, config: TrainConfig) -> dict:
+    """Cached activations of all the parts' images, stacked in mixture order (memory-mapped)."""
+    per_part = [
+        extract_activations(backbone, part.dataset, layers, config.augment, cache_root=config.cache_root, progress=config.progress, detector=config.detector)
+        for part in parts
+    ]
+    return {layer: StackedArrays([values[layer] for values in per_part]) for layer in layers}
+
+
+def mixture_labels(datasets: list[Dataset]) -> dict[str, np.ndarray]:
+    labels = [dataset.labels() for dataset in datasets]
+    return {name: np.concatenate([part[name] for part in labels]) for name in labels[0]}
+
+
+def mixture_rows(parts: list[DataPart], which: str) -> np.ndarray:
+    return np.concatenate([getattr(part, f"{which}_rows") for part in parts])
+
+
+def validation_report(parts: list[DataPart], probabilities: dict[str, np.ndarray], config: TrainConfig) -> dict:
+    """Metrics over all validation images, then per dataset (each with its groups), with the
+    number of loose crops whose face the detector missed."""
+    report = compute_metrics(probabilities, mixture_labels([part.validation for part in parts]))
+    report["datasets"], start = {}, 0
+    for part in parts:
+        stop = start + len(part.validation)
+        report["datasets"][part.kind] = compute_metrics({k: v[start:stop] for k, v in probabilities.items()}, part.validation.labels())
+        report["datasets"][part.kind]["faces"] = box_counts(part.dataset, config.detector, config.cache_root)
+        start = stop
+    return report
+
+
+def predict_rows(model, values, rows: np.ndarray, views: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Flip-averaged (by `views`) probabilities for some rows of cached activations."""
+    return predict_views(model, values[rows, : max(views) + 1], views)
+
 
 def make_targets(labels: dict[str, np.ndarray], heads: HeadsConfig) -> dict[str, np.ndarray]:
+    """Training targets: see heads.age_targets and heads.race_set_targets; gender one-hot, smoothed."""
+    race = race_set_targets(labels["race"], labels["race7"], heads.race_classes)
+    if heads.race_classes == len(RACES):  # heads of UTKFace's 5 races keep their label smoothing
+        race = one_hot(labels["race"], len(RACES), heads.label_smoothing)
     return {
-        "age": age_distribution_targets(labels["age"], heads.age_sigma),
+        "age": age_targets(labels["age"], labels["age_bin"], heads.age_sigma),
         "gender": one_hot(labels["gender"], len(GENDERS), heads.label_smoothing),
-        "race": one_hot(labels["race"], len(RACES), heads.label_smoothing),
+        "race": race,
     }
 
 
@@ -104,7 +195,7 @@ def head_losses(heads_config: HeadsConfig) -> dict:
     return {
         "age": age_loss(heads_config.age_expectation_weight),
         "gender": keras.losses.CategoricalCrossentropy(),
-        "race": keras.losses.CategoricalCrossentropy(),
+        "race": race_set_loss(heads_config.label_smoothing) if heads_config.race_classes != len(RACES) else keras.losses.CategoricalCrossentropy(),
     }
 
 
@@ -114,14 +205,30 @@ def model_metadata(backbone: Backbone, heads_config: HeadsConfig, training: dict
     return {
         "backbone": backbone.describe(),
         **placement,
-        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES)},
+        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(FAIRFACE_RACES if heads_config.race_classes == len(FAIRFACE_RACES) else RACES)},
         "heads": asdict(heads_config),
         "training": training,
-        "validation": {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+        "validation": {
+            **headline(report),
+            **({"datasets": {kind: headline(part) for kind, part in report["datasets"].items()}} if "datasets" in report else {}),
+        },
     }
 
 
-HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": ["categorical_accuracy"]}
+HEADLINE = ("n", "age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")
+
+
+def headline(report: dict) -> dict:
+    """A report's headline metrics, plus the under-20s' age error where it has exact ages."""
+    summary = {k: report[k] for k in HEADLINE if k in report}
+    if report.get("under_20", {}).get("n"):
+        summary["under_20"] = report["under_20"]
+    if "faces" in report:
+        summary["faces"] = report["faces"]
+    return summary
+
+
+HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": [set_accuracy]}
 
 
 def run_callbacks(run_dir: Path, patience: int, best_path: Path) -> list:
@@ -151,6 +258,7 @@ def split_rows(dataset, config: TrainConfig):
 def heads_config_of(config: TrainConfig, feature_size: int) -> HeadsConfig:
     return HeadsConfig(
         feature_size=feature_size,
+        race_classes=len(FAIRFACE_RACES),
         hidden_units=config.hidden_units,
         dropout=config.dropout,
         label_smoothing=config.label_smoothing,
@@ -158,14 +266,15 @@ def heads_config_of(config: TrainConfig, feature_size: int) -> HeadsConfig:
     )
 
 
-def training_metadata(config: TrainConfig, dataset, train_set, validation_set, **extra) -> dict:
-    """The sidecar's "training" entry: the whole config, the split's sizes and what the run measured."""
+def training_metadata(config: TrainConfig, parts: list[DataPart], **extra) -> dict:
+    """The sidecar's "training" entry: the whole config, the splits' sizes and what the run measured."""
     return {
-        **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment",)},
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("augment", "datasets")},
+        "datasets": {part.kind: {"data": str(part.dataset.root), "train_images": len(part.train), "validation_images": len(part.validation), "skipped_names": len(part.dataset.skipped)} for part in parts},
         "augment": asdict(config.augment),
-        "train_images": len(train_set),
-        "validation_images": len(validation_set),
-        "skipped_names": len(dataset.skipped),
+        "train_images": sum(len(part.train) for part in parts),
+        "validation_images": sum(len(part.validation) for part in parts),
+        "skipped_names": sum(len(part.dataset.skipped) for part in parts),
         **extra,
         "commit": git_commit(),
     }
@@ -184,19 +293,19 @@ def train(config: TrainConfig) -> dict:
 
     keras.utils.set_random_seed(config.seed)
     started = time.time()
-    dataset = load_dataset(config.data_dir, limit=config.limit)
-    train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
+    parts = load_parts(config)
+    train_rows, validation_rows = mixture_rows(parts, "train"), mixture_rows(parts, "validation")
     backbone = create_backbone(config.backbone)
-    features = extract_features(backbone, dataset, config.augment, cache_root=config.cache_root, progress=config.progress)
+    features = mixture_activations(backbone, parts, (None,), config)[None]
     extraction_seconds = time.time() - started
 
     heads_config = heads_config_of(config, backbone.feature_size)
     views = min(config.train_views or features.shape[1], features.shape[1])
-    train_targets = make_targets(train_set.labels(), heads_config)
+    train_targets = make_targets(mixture_labels([part.train for part in parts]), heads_config)
     train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
     train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
     validation_x = features[validation_rows, 0].astype(np.float32)
-    validation_y = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
+    validation_y = make_targets(mixture_labels([part.validation for part in parts]), replace(heads_config, label_smoothing=0.0))
 
     model = build_heads(heads_config)
     batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
@@ -219,8 +328,8 @@ def train(config: TrainConfig) -> dict:
     )
     fit_seconds = time.time() - fit_started
     best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
-    report = compute_metrics(predict_views(best, features[validation_rows], config.validation_views), validation_set.labels())
-    training = training_metadata(config, dataset, train_set, validation_set, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
+    report = validation_report(parts, predict_rows(best, features, validation_rows, config.validation_views), config)
+    training = training_metadata(config, parts, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
     metadata = model_metadata(backbone, heads_config, training, report)
     save_heads(best, config.resolved_output(backbone), metadata)
     (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))

@@ -36,22 +36,26 @@ import keras
 import numpy as np
 
 from .backbones import KerasBackbone, create_backbone
-from .data import load_dataset
 from .errors import ConfigError, WeightsError
-from .evaluation import compute_metrics
-from .features import cache_folder, extract_activations
-from .heads import build_heads, default_heads_path, finetuned_name, load_heads, predict_views, save_heads
+from .features import cache_bytes, cache_folder
+from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of, save_heads
 from .training import (
     HEAD_METRICS,
     TrainConfig,
     head_losses,
+    headline,
     heads_config_of,
+    load_parts,
     make_targets,
+    mixture_activations,
+    mixture_labels,
+    mixture_rows,
     model_metadata,
+    predict_rows,
     run_callbacks,
-    split_rows,
     train,
     training_metadata,
+    validation_report,
 )
 
 
@@ -186,6 +190,12 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
     loaded = load_heads(path)
     if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
         raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
+    if race_classes_of(loaded.model) != heads_config.race_classes:
+        if config.init_heads:
+            raise WeightsError(f"{path}: heads with {race_classes_of(loaded.model)} races, these are trained with {heads_config.race_classes}; warm-start from heads trained by this version")
+        # the shipped frozen heads predate FairFace's 7 races: train the frozen heads first
+        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
+        return load_heads(report["heads_path"]).model
     return loaded.model
 
 
@@ -198,20 +208,20 @@ def fine_tune(config: TrainConfig) -> dict:
         raise ConfigError(f"backbone {backbone.name!r} is not a Keras network, so it cannot be unfrozen; use dlib-resnet-keras")
     phases = parse_schedule(config.unfreeze, backbone)
     boundaries = {count: backbone.boundary(count) for count in phases}
-    dataset = load_dataset(config.data_dir, limit=config.limit)
-    train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
+    parts = load_parts(config)
+    train_rows, validation_rows = mixture_rows(parts, "train"), mixture_rows(parts, "validation")
     heads = starting_heads(config, backbone)
 
-    activations = extract_activations(backbone, dataset, tuple(boundaries.values()), config.augment, cache_root=config.cache_root, progress=config.progress)
-    cache_bytes = {
-        boundary: sum(p.stat().st_size for p in cache_folder(backbone, dataset, config.augment, boundary, config.cache_root).glob("chunk_*.npy"))
+    activations = mixture_activations(backbone, parts, tuple(boundaries.values()), config)
+    sizes = {
+        boundary: {part.kind: cache_bytes(cache_folder(backbone, part.dataset, config.augment, boundary, config.cache_root, config.detector)) for part in parts}
         for boundary in boundaries.values()
     }
     extraction_seconds = time.time() - started
 
     heads_config = heads_config_of(config, backbone.feature_size)
-    train_targets = make_targets(train_set.labels(), heads_config)
-    validation_targets = make_targets(validation_set.labels(), replace(heads_config, label_smoothing=0.0))
+    train_targets = make_targets(mixture_labels([part.train for part in parts]), heads_config)
+    validation_targets = make_targets(mixture_labels([part.validation for part in parts]), replace(heads_config, label_smoothing=0.0))
     views = min(config.train_views or config.augment.views, config.augment.views)
     output = Path(config.output) if config.output else Path("weights") / finetuned_name(backbone)
     phase_reports = []
@@ -248,16 +258,18 @@ def fine_tune(config: TrainConfig) -> dict:
         )
         if best_path.exists():
             model.load_weights(best_path)
-        report = compute_metrics(predict_views(model, activations[boundary][validation_rows], config.validation_views), validation_set.labels())
+        report = validation_report(parts, predict_rows(model, activations[boundary], validation_rows, config.validation_views), config)
         summary = {
             "unfrozen_stages": count,
             "boundary": boundary,
             "trainable_backbone_parameters": int(sum(np.prod(v.shape) for v in top.trainable_variables)),
-            "cache_bytes": cache_bytes[boundary],
+            "cache_bytes": sum(sizes[boundary].values()),
+            "cache_bytes_by_dataset": sizes[boundary],
             "epochs": len(timer.seconds),
             "seconds_per_epoch": round(float(np.mean(timer.seconds)), 1) if timer.seconds else None,
             "fit_seconds": round(time.time() - fit_started, 1),
-            **{k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")},
+            **headline(report),
+            "datasets": {kind: headline(part) for kind, part in report["datasets"].items()},
         }
         done_path.write_text(json.dumps(summary, indent=2))
         (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
@@ -267,8 +279,8 @@ def fine_tune(config: TrainConfig) -> dict:
 
     last_boundary = boundaries[phases[-1]]
     model, _ = phase_model(backbone, last_boundary, heads)
-    report = compute_metrics(predict_views(model, activations[last_boundary][validation_rows], config.validation_views), validation_set.labels())
-    training = training_metadata(config, dataset, train_set, validation_set, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
+    report = validation_report(parts, predict_rows(model, activations[last_boundary], validation_rows, config.validation_views), config)
+    training = training_metadata(config, parts, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
     save_heads(model, output, metadata)
     (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
