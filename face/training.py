@@ -205,7 +205,11 @@ def model_metadata(backbone: Backbone, heads_config: HeadsConfig, training: dict
     return {
         "backbone": backbone.describe(),
         **placement,
-        "classes": {"age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(FAIRFACE_RACES if heads_config.race_classes == len(FAIRFACE_RACES) else RACES)},
+        # "race" names the classes of the `race` answer (UTKFace's 5, sums of the head's 7 where it has FairFace's)
+        "classes": {
+            "age": [0, MAX_AGE], "gender": list(GENDERS), "race": list(RACES),
+            **({"race_fairface": list(FAIRFACE_RACES)} if heads_config.race_classes == len(FAIRFACE_RACES) else {}),
+        },
         "heads": asdict(heads_config),
         "training": training,
         "validation": {

@@ -51,3 +51,31 @@ def make_utkface_folder(folder: Path, count: int, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_utkface(tmp_path) -> Path:
     return make_utkface_folder(tmp_path / "utk", 24)
+
+
+FAIRFACE_HEADER = "file,age,gender,race,service_test\n"
+
+
+def make_fairface_folder(folder: Path, count: int, seed: int = 0) -> Path:
+    """`count` 224x224 loose crops (the astronaut's face with FairFace's 0.25 margin) in FairFace's
+    official layout: train/<n>.jpg and fairface_label_train.csv."""
+    from PIL import Image
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    crop = np.asarray(Image.fromarray(data.astronaut()[0:300, 90:390]).resize((224, 224)), np.int16)
+    bins = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
+    races = ("White", "Black", "East Asian", "Southeast Asian", "Indian", "Latino_Hispanic", "Middle Eastern")
+    rows = []
+    for index in range(1, count + 1):
+        image = np.clip(crop + rng.integers(-30, 30, size=3) + rng.integers(-8, 8, size=crop.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image[:, ::-1] if index % 2 else image).save(folder / "train" / f"{index}.jpg")
+        rows.append(f"train/{index}.jpg,{bins[index % 9]},{('Male', 'Female')[index % 2]},{races[index % 7]},{index % 3 == 0}\n")
+    (folder / "fairface_label_train.csv").write_text(FAIRFACE_HEADER + "".join(rows))
+    return folder
+
+
+@pytest.fixture
+def tiny_fairface(tmp_path) -> Path:
+    return make_fairface_folder(tmp_path / "fairface", 16)

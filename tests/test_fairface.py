@@ -1,0 +1,141 @@
+"""FairFace beside UTKFace: the loader, partial-label losses, 7-race answers, mixed training."""
+import json
+
+import numpy as np
+import pytest
+
+from face.crops import margin_box
+from face.data import FAIRFACE_RACES, RACES, DatasetError, load_fairface, load_named, parse_data_spec
+from face.errors import DatasetError as HowoldDatasetError
+from face.evaluation import compute_metrics, evaluate_folder
+from face.features import StackedArrays, AugmentConfig, cache_folder
+from face.heads import age_loss, age_targets, interpret, race5_probabilities, race_set_loss, race_set_targets
+from face.training import TrainConfig, train
+
+from conftest import FAIRFACE_HEADER
+
+
+def test_fairface_layout_gives_bins_and_seven_races(tiny_fairface):
+    dataset = load_fairface(tiny_fairface)
+    assert len(dataset) == 16 and dataset.kind == "fairface" and dataset.loose_crops
+    labels = dataset.labels()
+    assert (labels["age"] == -1).all()
+    assert labels["age_bin"][:3].tolist() == [1, 2, 3]  # rows 1-3: 3-9, 10-19, 20-29
+    assert labels["race7"][:3].tolist() == [1, 2, 3]  # Black, East Asian, Southeast Asian
+    assert labels["race"][:3].tolist() == [1, 2, 2]  # UTKFace's Black, Asian, Asian
+    assert parse_data_spec(tiny_fairface) == ("fairface", tiny_fairface)
+    assert parse_data_spec(f"utkface={tiny_fairface}")[0] == "utkface"
+    assert load_named("fairface", tiny_fairface / "fairface_label_train.csv", limit=5).faces[4].race7 == 5
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ("train/1.jpg,25-30,Male,White,True", "unknown age bin '25-30'"),
+        ("train/1.jpg,20-29,Robot,White,True", "unknown gender 'Robot'"),
+        ("train/1.jpg,20-29,Male,Purple,True", "unknown race 'Purple'"),
+        ("train/99.jpg,20-29,Male,White,True", "image 'train/99.jpg' not found"),
+    ],
+)
+def test_malformed_fairface_rows_are_one_line_errors(tiny_fairface, row, problem):
+    csv = tiny_fairface / "fairface_label_train.csv"
+    csv.write_text(FAIRFACE_HEADER + "train/2.jpg,3-9,Female,Black,False\n" + row + "\n")
+    with pytest.raises(DatasetError, match=rf"fairface_label_train.csv:3: {problem}"):
+        load_fairface(tiny_fairface)
+    assert DatasetError is HowoldDatasetError
+
+
+def test_fairface_without_its_columns_or_csv_is_an_error(tmp_path, tiny_fairface):
+    (tiny_fairface / "fairface_label_train.csv").write_text("name,age\ntrain/1.jpg,3-9\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        load_fairface(tiny_fairface)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no FairFace label CSV"):
+        load_fairface(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="unknown dataset 'celeba'"):
+        parse_data_spec("celeba=faces")
+
+
+def test_margin_box_is_the_crop_minus_its_margin():
+    assert margin_box(np.zeros((224, 224, 3), np.uint8), 0.25) == (37, 37, 187, 187)
+
+
+def test_partial_race_labels_are_trained_by_the_likelihood_of_their_set():
+    probabilities = np.array([[0.1, 0.1, 0.3, 0.2, 0.1, 0.1, 0.1]], np.float32)
+    asian = race_set_targets(np.array([2]), np.array([-1]))  # UTKFace's Asian: {East Asian, Southeast Asian}
+    assert asian.tolist() == [[0, 0, 1, 1, 0, 0, 0]]
+    assert np.isclose(float(race_set_loss(0.0)(asian, probabilities)[0]), -np.log(0.5), atol=1e-6)
+    indian = race_set_targets(np.array([3]), np.array([4]))
+    assert np.isclose(float(race_set_loss(0.0)(indian, probabilities)[0]), -np.log(0.1), atol=1e-6)
+
+
+def test_age_bins_are_interval_labels_and_exact_ages_keep_their_loss():
+    probabilities = np.full((2, 101), 1 / 101, np.float32)
+    targets = age_targets(np.array([30, -1]), np.array([4, 2]), sigma=2.0)  # an exact 30; the bin 10-19
+    losses = np.asarray(age_loss(0.05)(targets, probabilities))
+    distribution = targets[0, :101]
+    expected_exact = -np.sum(distribution * np.log(1 / 101)) + 0.05 * abs(50 - 30)
+    assert np.isclose(losses[0], expected_exact, atol=1e-3)
+    assert np.isclose(losses[1], -np.log(10 / 101), atol=1e-5)
+
+
+def test_answers_give_both_race_views_and_they_agree():
+    race7 = np.array([[0.05, 0.05, 0.3, 0.25, 0.15, 0.1, 0.1]])
+    outputs = {"age": np.full((1, 101), 1 / 101), "gender": np.array([[0.3, 0.7]]), "race": race7}
+    (answer,) = interpret(outputs)
+    assert answer["race"] == "Asian" and answer["race_fairface"] == "East Asian"
+    assert answer["race_confidences"]["Asian"] == pytest.approx(0.55) and answer["race_confidences"]["Others"] == pytest.approx(0.2)
+    assert list(answer["race_fairface_confidences"]) == list(FAIRFACE_RACES)
+    (old,) = interpret({**outputs, "race": race5_probabilities(race7)})  # heads of UTKFace's 5 races
+    assert "race_fairface" not in old and old["race_confidences"] == answer["race_confidences"]
+
+
+def test_stacked_arrays_index_like_one_array():
+    first, second = np.arange(24).reshape(4, 3, 2), np.arange(100, 118).reshape(3, 3, 2)
+    stacked, whole = StackedArrays([first, StackedArrays([second])]), np.concatenate([first, second])
+    rows, views = np.array([5, 0, 3, 6, 4]), np.array([2, 1, 0, 0, 1])
+    assert stacked.shape == whole.shape and np.array_equal(np.asarray(stacked), whole)
+    assert np.array_equal(stacked[rows, views], whole[rows, views])
+    assert np.array_equal(stacked[rows, :2], whole[rows, :2]) and np.array_equal(stacked[5, 0], whole[5, 0])
+    assert stacked[np.array([], int), 0].shape == (0, 2)
+
+
+def test_metrics_score_bins_seven_races_and_the_under_20s():
+    labels = {"age": np.array([10, -1]), "age_bin": np.array([2, 4]), "gender": np.array([0, 1]), "race": np.array([2, 4]), "race7": np.array([-1, 6])}
+    age = np.zeros((2, 101))
+    age[0, 12], age[1, 35] = 1, 1
+    race = np.array([[0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1, 0]], float)
+    report = compute_metrics({"age": age, "gender": np.array([[1, 0], [0, 1]]), "race": race}, labels)
+    assert report["age_mae"] == 2 and report["age_bin_accuracy"] == 1 and report["race_accuracy"] == 1
+    assert report["race7_accuracy"] == 0 and report["by_race7"]["Middle Eastern"]["n"] == 1
+    assert report["under_20"] == {"n": 1, "age_mae": 2.0, "age_mean_signed_error": 2.0}
+
+
+def test_training_on_utkface_and_fairface_reports_each(tiny_utkface, tiny_fairface, tmp_path):
+    output = tmp_path / "heads.keras"
+    config = TrainConfig(
+        datasets=(f"utkface={tiny_utkface}", f"fairface={tiny_fairface}"), detector="hog", backbone="dlib-resnet", output=output,
+        logs_dir=tmp_path / "logs", epochs=2, batch_size=8, validation_fraction=0.25, augment=AugmentConfig(views=2), progress=False, cache_root=tmp_path / "cache",
+    )
+    report = train(config)
+    assert set(report["datasets"]) == {"utkface", "fairface"}
+    assert report["datasets"]["utkface"]["n"] == 6 and report["datasets"]["fairface"]["n"] == 4 and report["n"] == 10
+    assert report["datasets"]["fairface"]["age_mae"] is None and report["datasets"]["fairface"]["race7_accuracy"] is not None
+    faces = report["datasets"]["fairface"]["faces"]
+    assert faces["images"] == 16 and faces["detected"] + faces["margin_fallback"] == 16
+    metadata = json.loads(output.with_suffix(".json").read_text())
+    assert metadata["classes"]["race_fairface"] == list(FAIRFACE_RACES) and metadata["classes"]["race"] == list(RACES) and set(metadata["validation"]["datasets"]) == {"utkface", "fairface"}
+    assert metadata["training"]["datasets"]["fairface"]["train_images"] == 12
+    # the two datasets' caches never share a folder, and FairFace's depends on the detector
+    from face.backbones import create_backbone
+    from face.data import load_dataset
+
+    backbone = create_backbone("dlib-resnet")
+    utk, ff = load_dataset(tiny_utkface), load_fairface(tiny_fairface)
+    assert cache_folder(backbone, utk, AugmentConfig(views=2)) != cache_folder(backbone, ff, AugmentConfig(views=2))
+    assert cache_folder(backbone, ff, AugmentConfig(views=2), detector="hog") != cache_folder(backbone, ff, AugmentConfig(views=2), detector="cnn")
+
+    evaluation = evaluate_folder(tiny_fairface, tmp_path / "ff.json", backbone="dlib-resnet", heads=output, progress=False, detector="hog")
+    assert evaluation["n"] == 16 and evaluation["dataset"] == "fairface" and set(evaluation["by_age_bin"]) >= {"0-2", "more than 70"}
+    assert evaluation["race7_accuracy"] is not None and evaluation["age_mae"] is None and evaluation["faces"]["images"] == 16
+    assert len(RACES) == len(evaluation["by_race"])
