@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops) or fairface=DIR (FairFace's CSV layout); "
         f"a bare DIR is guessed from its content (default {DEFAULT_DATA_DIR})",
     )
-    train.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, help="face detector for loose crops (FairFace's) before alignment")
+    train.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, choices=DETECTORS, help="face detector for loose crops (FairFace's) before alignment")
     train.add_argument("--backbone", default=DEFAULT_BACKBONE)
     train.add_argument("--output", default=None, help="heads file (default weights/<backbone>.keras)")
     train.add_argument("--logs", default="logs")
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named or FairFace-layout folder")
     evaluate.add_argument("--data", required=True, metavar="[NAME=]DIR", help="UTKFace-named crops, or a FairFace-layout folder (CSV + images)")
-    evaluate.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, help="face detector for loose crops (FairFace's) before alignment")
+    evaluate.add_argument("--crop-detector", default=DEFAULT_CROP_DETECTOR, choices=DETECTORS, help="face detector for loose crops (FairFace's) before alignment")
     evaluate.add_argument("--output", default="report.json")
     evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
     evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)

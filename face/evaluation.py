@@ -7,6 +7,7 @@ import numpy as np
 
 from .data import AGE_BIN_NAMES, AGE_BINS, FAIRFACE_RACES, GENDERS, RACE_SETS, RACES, age_bin_of
 from .backbones import DEFAULT_BACKBONE
+from .detectors import DEFAULT_DETECTOR
 from .heads import expected_age, race5_probabilities
 
 
@@ -148,7 +149,7 @@ def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[
 
 
 #: the detector that finds faces in loose crops (FairFace's) before alignment
-DEFAULT_CROP_DETECTOR = "hog"
+DEFAULT_CROP_DETECTOR = DEFAULT_DETECTOR
 
 
 def box_counts(dataset, detector: str, cache_root: Path | None = None) -> dict:

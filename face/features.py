@@ -110,7 +110,7 @@ def dataset_boxes(dataset: Dataset, detector: str = "hog", cache_root: Path | No
         covered[chunk.start : chunk.stop] = True
     missing = _missing_chunks(covered, chunk_size)
     if missing:
-        finder = FaceDetector(detector, upsample=0)
+        finder = FaceDetector(detector)
         margin = DATASETS[dataset.kind].margin
         bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{dataset.kind} faces ({detector})", unit="img", disable=not progress)
         for chunk in missing:
