@@ -310,6 +310,42 @@ def save_heads(model, path: str | Path, metadata: dict) -> Path:
     return path
 
 
+def store_float16(path: str | Path) -> Path:
+    """Rewrite a saved .keras model with its float32 weights stored as float16, compressed.
+
+    Keras casts them back to the float32 variables at load, so nothing else changes: half the
+    file (the fine-tuned dlib stages: 20 MB -> 8 MB) for predictions within ~1e-3 in probability.
+    """
+    import io
+    import zipfile
+
+    import h5py
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    source, target = io.BytesIO(members["model.weights.h5"]), io.BytesIO()
+    with h5py.File(source, "r") as full, h5py.File(target, "w") as half:
+
+        def copy(name: str, item) -> None:
+            if isinstance(item, h5py.Dataset):
+                values = item[()]
+                half.create_dataset(name, data=values.astype(np.float16) if values.dtype == np.float32 else values)
+            else:
+                half.require_group(name)
+            half[name].attrs.update(dict(item.attrs))
+
+        full.visititems(copy)
+        half.attrs.update(dict(full.attrs))
+    members["model.weights.h5"] = target.getvalue()
+    temporary = path.with_name(path.stem + ".partial.keras")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    temporary.replace(path)
+    return path
+
+
 def load_heads(path: str | Path) -> TrainedHeads:
     """Load heads and their sidecar; a missing or broken file is a WeightsError naming it."""
     import keras

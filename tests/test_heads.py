@@ -77,3 +77,18 @@ def test_broken_heads_files_are_clear_errors(tmp_path):
     bad.with_suffix(".json").write_text("{}")
     with pytest.raises(WeightsError, match="not a loadable Keras heads file"):
         load_heads(bad)
+
+
+def test_float16_storage_halves_the_file_and_keeps_predictions(tmp_path):
+    from face.heads import store_float16
+
+    model = build_heads(HeadsConfig(feature_size=128))
+    full = save_heads(model, tmp_path / "full.keras", {"backbone": {"backbone": "dlib-resnet", "feature_size": 128}})
+    half = save_heads(model, tmp_path / "half.keras", {"backbone": {"backbone": "dlib-resnet", "feature_size": 128}})
+    store_float16(half)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    features = np.random.default_rng(0).normal(size=(8, 128)).astype(np.float32)
+    before, after = load_heads(full), load_heads(half)
+    assert all(w.dtype == "float32" for w in after.model.weights)
+    for name, values in before.predict(features).items():
+        assert np.abs(values - after.predict(features)[name]).max() < 2e-3
