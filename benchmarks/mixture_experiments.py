@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--unfreeze-epochs", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="first N images of each dataset only (a quick check)")
     parser.add_argument("--only", choices=("utkface", "mixture"), default=None, help="run one training set's rows only")
+    parser.add_argument("--train-only", action="store_true", help="train the runs (resumable), score nothing")
     parser.add_argument("--output", default="notebooks/mixture_results.json")
     args = parser.parse_args()
 
@@ -89,6 +90,19 @@ def main() -> None:
         unfreeze_epochs=args.unfreeze_epochs, augment=AugmentConfig(views=4), train_views=4, mixup_alpha=0.2,
     )
     started = time.time()
+    labels = {"utkface": "UTKFace", "mixture": "UTKFace + FairFace"}
+    names = ("utkface", "mixture") if args.only is None else (args.only,)
+    runs = {}
+    for name in names:  # train first: a training set's runs touch only its own datasets' caches
+        heads = replace(base, datasets=specs[name], run_name=f"{name}-frozen", output=logs / f"{name}-frozen.keras")
+        if not Path(heads.output).exists():
+            train(heads)
+        unfrozen = replace(base, datasets=specs[name], run_name=f"{name}-unfreeze", output=logs / f"{name}-unfreeze.keras", unfreeze=("1", "2"), init_heads=heads.output)
+        if not Path(unfrozen.output).exists():
+            fine_tune(unfrozen)
+        runs[name] = (heads, unfrozen, peak_rss_mb())
+    if args.train_only:
+        return
     backbone = create_backbone(base.backbone)
     boundaries = (None, backbone.boundary(1), backbone.boundary(2))
     parts = load_parts(base)  # the mixture's parts: every model is scored on both validation parts
@@ -97,31 +111,21 @@ def main() -> None:
         part.kind: {str(layer): round(cache_bytes(cache_folder(backbone, part.dataset, base.augment, layer, base.cache_root, base.detector)) / 2**20, 1) for layer in boundaries}
         for part in parts
     }
-    rows: list[dict] = []
     shipped = default_heads_path(backbone)
-    rows.append({"data": "UTKFace (shipped)", "model": "last two stages, 5 races", "heads": str(shipped), "scores": score(shipped, parts, backbone, base)})
-    labels = {"utkface": "UTKFace", "mixture": "UTKFace + FairFace"}
-    for name in ("utkface", "mixture") if args.only is None else (args.only,):
-        heads = replace(base, datasets=specs[name], run_name=f"{name}-frozen", output=logs / f"{name}-frozen.keras")
-        if not Path(heads.output).exists():
-            train(heads)
+    rows: list[dict] = [{"data": "UTKFace (shipped)", "model": "last two stages, 5 races", "heads": str(shipped), "scores": score(shipped, parts, backbone, base)}]
+    for name, (heads, unfrozen, rss) in runs.items():
         metadata = load_heads(heads.output).metadata
         history = epoch_history(heads.run_dir())
         fit = metadata["training"]["fit_seconds"]
         rows.append({
             "data": labels[name], "model": "frozen", "heads": str(heads.output), "epochs": len(history), "fit_seconds": fit,
-            "seconds_per_epoch": round(fit / max(len(history), 1), 1), "peak_rss_mb": peak_rss_mb(), "history": history,
-            "scores": score(Path(heads.output), parts, backbone, base),
+            "seconds_per_epoch": round(fit / max(len(history), 1), 1), "history": history, "scores": score(Path(heads.output), parts, backbone, base),
         })
-        print(markdown(rows), flush=True)
-        unfrozen = replace(base, datasets=specs[name], run_name=f"{name}-unfreeze", output=logs / f"{name}-unfreeze.keras", unfreeze=("1", "2"), init_heads=heads.output)
-        if not Path(unfrozen.output).exists():
-            fine_tune(unfrozen)
         phases = load_heads(unfrozen.output).metadata["training"]["phases"]
         last = phases[-1]
         rows.append({
             "data": labels[name], "model": "last two stages", "heads": str(unfrozen.output), "epochs": last["epochs"], "fit_seconds": last["fit_seconds"],
-            "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb": peak_rss_mb(),
+            "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb_after_training": rss,
             "history": epoch_history(unfrozen.run_dir() / f"unfreeze-{last['unfrozen_stages']}"),
             "scores": score(Path(unfrozen.output), parts, backbone, base),
         })
