@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--data", action="append", default=None, help="NAME=DIR, repeatable (default UTKFace and FairFace in ../shared/data)")
     parser.add_argument("--detector", default="yunet")
+    parser.add_argument("--fairface-limit", type=int, default=None, help="first N of FairFace's images, as the model's training run")
     parser.add_argument("--max-mae-change", type=float, default=0.05)
     args = parser.parse_args()
 
@@ -38,7 +39,7 @@ def main() -> int:
     shutil.copy(sidecar_path(source), sidecar_path(staging))
     store_float16(staging)
     specs = tuple(args.data or ("utkface=../shared/data/utkface", "fairface=../shared/data/fairface"))
-    config = TrainConfig(datasets=specs, detector=args.detector, augment=AugmentConfig(views=4))
+    config = TrainConfig(datasets=specs, detector=args.detector, augment=AugmentConfig(views=4), limit={"fairface": args.fairface_limit})
     parts, backbone = load_parts(config), create_backbone(config.backbone)
     full, half = score(source, parts, backbone, config), score(staging, parts, backbone, config)
     keys = ("age_mae", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")

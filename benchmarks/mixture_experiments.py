@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--heads-epochs", type=int, default=30)
     parser.add_argument("--unfreeze-epochs", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="first N images of each dataset only (a quick check)")
+    parser.add_argument("--fairface-limit", type=int, default=None, help="first N of FairFace's images only (CPU time)")
     parser.add_argument("--only", choices=("utkface", "mixture"), default=None, help="run one training set's rows only")
     parser.add_argument("--train-only", action="store_true", help="train the runs (resumable), score nothing")
     parser.add_argument("--output", default="notebooks/mixture_results.json")
@@ -86,7 +87,8 @@ def main() -> None:
     logs = Path(args.logs)
     specs = {"utkface": (f"utkface={args.utkface}",), "mixture": (f"utkface={args.utkface}", f"fairface={args.fairface}")}
     base = TrainConfig(
-        datasets=specs["mixture"], detector=args.detector, logs_dir=logs, limit=args.limit, epochs=args.heads_epochs,
+        datasets=specs["mixture"], detector=args.detector, logs_dir=logs,
+        limit={"utkface": args.limit, "fairface": args.fairface_limit or args.limit}, epochs=args.heads_epochs,
         unfreeze_epochs=args.unfreeze_epochs, augment=AugmentConfig(views=4), train_views=4, mixup_alpha=0.2,
     )
     started = time.time()

@@ -50,6 +50,20 @@ def cmd_video(args) -> int:
     return 0
 
 
+def parse_limits(items: list[str] | None) -> int | dict | None:
+    """--limit N (every dataset) or --limit NAME=N (repeatable) as TrainConfig.limit."""
+    from .errors import ConfigError
+
+    if not items:
+        return None
+    try:
+        if len(items) == 1 and "=" not in items[0]:
+            return int(items[0])
+        return {name: int(count) for name, count in (item.split("=", 1) for item in items)}
+    except ValueError:
+        raise ConfigError(f"--limit {' '.join(items)}: want N, or NAME=N per dataset") from None
+
+
 def cmd_train(args) -> int:
     from .data import DEFAULT_DATA_DIR
     from .features import AugmentConfig
@@ -68,7 +82,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         mixup_alpha=args.mixup,
-        limit=args.limit,
+        limit=parse_limits(args.limit),
         seed=args.seed,
         augment=AugmentConfig(views=args.views),
         unfreeze=tuple(item for item in (args.unfreeze or "").split(",") if item),
@@ -161,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--mixup", type=float, default=0.2, help="mixup alpha; 0 turns it off")
     train.add_argument("--views", type=int, default=4, help="cached views per image: plain, mirrored, then random augmentations")
-    train.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    train.add_argument("--limit", action="append", default=None, metavar="[NAME=]N", help="use only the first N images (of every dataset, or of NAME's; repeatable)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument(
         "--unfreeze", default=None, metavar="PHASES",

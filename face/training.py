@@ -55,7 +55,8 @@ class TrainConfig:
     mixup_alpha: float = 0.2
     validation_fraction: float = 0.15
     seed: int = 42
-    limit: int | None = None
+    #: use only the first N images of every dataset, or of the datasets named: {"fairface": 8000}
+    limit: int | dict | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: train on the first N cached views only (1: no augmentation, 2: plain and mirrored)
     train_views: int | None = None
@@ -106,7 +107,7 @@ def load_parts(config: TrainConfig) -> list[DataPart]:
     """Every dataset of `config`, each split on its own with the config's seed."""
     parts, offset = [], 0
     for kind, root in config.data_specs():
-        dataset = load_named(kind, root, limit=config.limit)
+        dataset = load_named(kind, root, limit=config.limit.get(kind) if isinstance(config.limit, dict) else config.limit)
         train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
         parts.append(DataPart(kind, dataset, train_set, validation_set, offset, train_rows + offset, validation_rows + offset))
         offset += len(dataset)
