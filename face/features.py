@@ -24,6 +24,7 @@ from .alignment import Aligner, crop_box
 from .backbones import Backbone
 from .crops import loose_crop_box
 from .data import DATASETS, Dataset
+from .detectors import DEFAULT_DETECTOR
 from .images import load_image
 from .paths import feature_cache_dir
 
@@ -75,14 +76,14 @@ def _images_description(dataset: Dataset, detector: str) -> dict:
     return description
 
 
-def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, detector: str = "hog") -> str:
+def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, detector: str = DEFAULT_DETECTOR) -> str:
     description = {"backbone": backbone.describe(), "augment": asdict(augment), **_images_description(dataset, detector), "version": 1}
     if layer is not None:  # features (layer None) keep the keys they always had
         description["layer"] = layer
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cache_folder(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, cache_root: Path | None = None, detector: str = "hog") -> Path:
+def cache_folder(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, cache_root: Path | None = None, detector: str = DEFAULT_DETECTOR) -> Path:
     """Where the cached features (layer None) or activations at `layer` live."""
     name = backbone.name if layer is None else f"{backbone.name}-{layer}"
     prefix = "" if dataset.kind == "utkface" else f"{dataset.kind}-"
@@ -93,7 +94,7 @@ def cache_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("chunk_*.npy"))
 
 
-def dataset_boxes(dataset: Dataset, detector: str = "hog", cache_root: Path | None = None, chunk_size: int = 1000, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def dataset_boxes(dataset: Dataset, detector: str = DEFAULT_DETECTOR, cache_root: Path | None = None, chunk_size: int = 1000, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Face boxes (N, 4) and whether the detector found them (N,) for every image, cached.
 
     Aligned crops are their own box (all "found"); loose crops are detected (see crops.py).
@@ -146,7 +147,7 @@ def extract_features(
     chunk_size: int = 256,
     batch_size: int = 32,
     progress: bool = True,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
 ) -> "StackedArrays":
     """Features (N, views, D) float16 for every image, from the cache where it has them."""
     return extract_activations(backbone, dataset, (None,), augment, cache_root, chunk_size, batch_size, progress, detector)[None]
@@ -161,7 +162,7 @@ def extract_activations(
     chunk_size: int = 256,
     batch_size: int = 32,
     progress: bool = True,
-    detector: str = "hog",
+    detector: str = DEFAULT_DETECTOR,
 ) -> dict[str | None, "StackedArrays"]:
     """Activations (N, views, *shape) float16 at each of `layers` (None: the features), memory-mapped.
 
