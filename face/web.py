@@ -206,6 +206,7 @@ class AnalyzerPool:
         started = time.perf_counter()
         try:
             analyzer = self.get(self.config.detector, ())
+            analyzer.warm_up()  # no request pays for tracing a face count it has not met before
         except Exception as error:  # noqa: BLE001 - any failure is reported by /api/health
             self.status, self.error = "failed", f"{type(error).__name__}: {error}"
             if isinstance(error, HowoldError):  # a clear message needs no traceback
@@ -243,14 +244,16 @@ class AnalyzerPool:
         """Decode and analyse one upload (blocking). Raises ImageError for a bad image."""
         from .images import load_image
 
-        started = time.perf_counter()
-        image = load_image(data)
-        decoded = time.perf_counter()
         analyzer = self.get(detector, tta)
-        height, width = image.shape[:2]
+        # Decoding runs under the same lock as the networks: on a small machine a decode
+        # beside an inference only slows TensorFlow's threads down (they wait for each other).
         with self._model_lock:
+            started = time.perf_counter()
+            image = load_image(data)
+            decoded = time.perf_counter()
             faces = analyzer.analyze(image)
             timings = dict(getattr(analyzer, "last_timings", {}))
+        height, width = image.shape[:2]
         return {
             "faces": faces,
             "image": {"width": int(width), "height": int(height)},
