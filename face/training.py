@@ -157,9 +157,10 @@ def predict_rows(model, values, rows: np.ndarray, views: tuple[int, ...]) -> dic
 
 def make_targets(labels: dict[str, np.ndarray], heads: HeadsConfig) -> dict[str, np.ndarray]:
     """Training targets: see heads.age_targets and heads.race_set_targets; gender one-hot, smoothed."""
-    race = race_set_targets(labels["race"], labels["race7"], heads.race_classes)
-    if heads.race_classes == len(RACES):  # heads of UTKFace's 5 races keep their label smoothing
+    if heads.race_classes == len(RACES):  # heads of UTKFace's 5 races: smoothed one-hot, as before
         race = one_hot(labels["race"], len(RACES), heads.label_smoothing)
+    else:  # sets of FairFace's 7; race_set_loss smooths
+        race = race_set_targets(labels["race"], labels["race7"], heads.race_classes)
     return {
         "age": age_targets(labels["age"], labels["age_bin"], heads.age_sigma),
         "gender": one_hot(labels["gender"], len(GENDERS), heads.label_smoothing),
