@@ -92,3 +92,10 @@ def test_float16_storage_halves_the_file_and_keeps_predictions(tmp_path):
     assert all(w.dtype == "float32" for w in after.model.weights)
     for name, values in before.predict(features).items():
         assert np.abs(values - after.predict(features)[name]).max() < 2e-3
+
+
+def test_every_shipped_model_file_is_at_most_12_mb():
+    from face.paths import shipped_weights_dir
+
+    sizes = {path.name: path.stat().st_size for path in shipped_weights_dir().iterdir() if path.is_file()}
+    assert sizes and max(sizes.values()) <= 12 * 2**20, sizes
