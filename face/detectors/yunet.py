@@ -8,7 +8,6 @@ crash inside OpenCV.
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 import cv2
@@ -45,13 +44,11 @@ class YuNetDetector(Detector):
         path = Path(model) if model else default_model_path()
         if sha256 is not None:
             check_model_file(path, sha256)
-        if threshold is not None:
-            self.threshold = threshold
+        super().__init__(threshold)
         try:
             self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.threshold, nms_threshold, 5000)
         except cv2.error as error:
             raise WeightsError(f"{path}: OpenCV cannot load it as a YuNet model ({str(error).strip().splitlines()[-1]})") from None
-        self._lock = threading.Lock()  # one OpenCV net is not safe to run from two threads at once
 
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
         factor = 2**upsample
