@@ -39,6 +39,9 @@ class Detector(ABC):
             self.threshold = threshold
         self._lock = threading.Lock()  # one dlib or OpenCV net is not safe to run from two threads at once
 
+    def warm_up(self, sizes: list[tuple[int, int]]) -> None:
+        """Prepare for images of these (width, height) sizes, if the detector plans per size."""
+
     @abstractmethod
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
         """Faces in a contiguous RGB uint8 image; `upsample` doubles it that many times first."""
