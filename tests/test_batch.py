@@ -18,9 +18,9 @@ from face.cli import main
 from face.results import completed_sources
 
 try:
-    from photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, make_photo_folder, read_jsonl
+    from photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, read_jsonl
 except ImportError:  # run from the repository root as a package
-    from tests.photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, make_photo_folder, read_jsonl
+    from tests.photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, read_jsonl
 
 DETECTION = ["--detector", "hog", "--upsample", "0"]
 
@@ -30,15 +30,9 @@ def analyzer() -> Analyzer:
     return Analyzer(detector="hog", upsample=0)
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> list[Path]:
-    return make_photo_folder(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture(scope="module")
-def expected(analyzer, photos) -> list[dict]:
-    """Today's analyze_many: every image loaded and its faces predicted in one go."""
-    return analyzer.analyze_many([str(p) for p in photos], batch_size=len(photos))
+@pytest.fixture
+def expected(photo_results) -> list[dict]:
+    return photo_results
 
 
 def test_stream_is_lazy_ordered_and_equals_analyze_many(analyzer, photos, expected):
