@@ -14,7 +14,7 @@ import numpy as np
 
 from .alignment import Aligner
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
-from .detection import FaceDetector, box_area, clip_box
+from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
 from .heads import TrainedHeads, default_heads_path, interpret, load_heads
 from .images import ImageInput, describe, load_image
@@ -32,16 +32,18 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 
 
 class Analyzer:
-    """Detects, aligns and analyses faces. `tta`: any of "flip" and "oversample"."""
+    """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
+    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"."""
 
     def __init__(
         self,
         backbone: str | Backbone = DEFAULT_BACKBONE,
-        detector: str = "hog",
+        detector: str = DEFAULT_DETECTOR,
         heads: str | Path | None = None,
-        upsample: int = 1,
+        upsample: int | None = None,
         tta: Sequence[str] = (),
-        max_detect_side: int = 1600,
+        max_detect_side: int = DEFAULT_MAX_SIDE,
+        detection_threshold: float | None = None,
     ):
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
@@ -53,7 +55,7 @@ class Analyzer:
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
         self.tta = tuple(tta)
-        self.detector = FaceDetector(detector, upsample=upsample, max_side=max_detect_side)
+        self.detector = FaceDetector(detector, upsample=upsample, max_side=max_detect_side, threshold=detection_threshold)
         self.aligner = Aligner()
         self._lock = threading.Lock()
 

@@ -9,12 +9,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .detectors import DEFAULT_DETECTOR, list_detectors  # noqa: E402 - light: no TensorFlow, dlib or OpenCV
+
+DETECTORS = list_detectors()
+
 
 def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
-    parser.add_argument("--detector", default="hog", choices=["hog", "cnn"])
-    parser.add_argument("--upsample", type=int, default=1, help="times to double the image before detection (small faces)")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help=f"face detector (default {DEFAULT_DETECTOR}; hog and cnn are dlib's)")
+    parser.add_argument("--upsample", type=int, default=None, help="times to double the image before detection (small faces); default: 0 for yunet, 1 for dlib's")
     parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
 
 
@@ -203,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--backbone", default=None)
-    serve.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+    serve.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     serve.add_argument("--heads", default=None)
     serve.set_defaults(handler=cmd_serve)
 

@@ -50,7 +50,7 @@ MiB = 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
 #: Environment variable holding a JSON WebConfig, for `app_from_env` (uvicorn workers).
 CONFIG_ENV = "HOWOLD_WEB_CONFIG"
-DETECTOR_CHOICES = ("hog", "cnn")
+DETECTOR_CHOICES = ("yunet", "hog", "cnn")  # the registry's, spelled out for the OpenAPI enum
 #: dlib's CNN detector takes about 16 s on a 1024x1024 image on a laptop-class CPU core, and
 #: its cost grows with the pixel count; upsampled 12-megapixel photos would take minutes and
 #: hold a slot long after their 504. So on the server it sees at most 1024 px and no upsampling
@@ -64,7 +64,7 @@ class WebConfig:
     """How the server is set up. `backbone=None` is the default backbone."""
 
     backbone: Optional[str] = None
-    detector: str = "hog"
+    detector: str = "yunet"
     heads: Optional[str] = None
     max_upload_bytes: int = 10 * MiB
     max_concurrent: int = 2  # analyses running at once
@@ -496,7 +496,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
     async def analyze(
         request: Request,
         # typed without Optional so that the spec shows a plain enum; absent means the server's default
-        detector: Literal["hog", "cnn"] = Query(None, description="face detector; default: the server's"),
+        detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
         tta: list[Literal["flip", "oversample"]] = Query([], description="test-time augmentation; repeat for both"),
     ) -> Any:
         started = time.perf_counter()
@@ -564,7 +564,7 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     backbone: str | None = None,
-    detector: str = "hog",
+    detector: str = "yunet",
     heads: str | None = None,
     **settings: Any,
 ) -> int:

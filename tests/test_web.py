@@ -225,7 +225,7 @@ def test_health_when_ready(client):
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert body["detector"] == "hog"
+    assert body["detector"] == "yunet"
     assert isinstance(body["backbone"], str) and body["backbone"]
     assert response.headers["cache-control"] == "no-store"
 
@@ -309,7 +309,7 @@ def test_query_options(client):
     cnn = analyze(client, _jpeg(data.astronaut()[40:200, 130:290].copy()), detector="cnn", tta=["flip"])
     assert cnn.status_code == 200, cnn.text
     assert len(cnn.json()["faces"]) == 1
-    assert client.get("/api/health").json()["detector"] == "hog"  # the default is unchanged
+    assert client.get("/api/health").json()["detector"] == "yunet"  # the default is unchanged
 
 
 @pytest.mark.parametrize("params", [{"detector": "mtcnn"}, {"tta": "rotate"}])
