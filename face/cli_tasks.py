@@ -153,11 +153,12 @@ def analyze_to_jsonl(
     files, skipped = expand_inputs(inputs)
     for path, reason in skipped:
         _say(f"{path}: {reason}")
-    done = completed_sources(output)
-    todo = list(dict.fromkeys(str(path) for path in files if str(path) not in done))
     if not files:
         _say("no images to analyse")
         return 1
+    done = completed_sources(output)
+    sources = list(dict.fromkeys(str(path) for path in files))  # each once, even if named twice
+    todo = [source for source in sources if source not in done]
     annotated_dir = Path(output_dir) if output_dir is not None else None
     used = {Path(entry["annotated"]).name for entry in done.values() if "annotated" in entry}
     images = faces = errors = 0
@@ -180,7 +181,7 @@ def analyze_to_jsonl(
             bar.update()
     bar.close()
     seconds = time.perf_counter() - started
-    before = f" ({len(done)} already in {output})" if done else ""
+    before = f" ({len(sources) - len(todo)} already in {output})" if len(todo) < len(sources) else ""
     _say(f"{images} images{before}, {faces} faces, {errors} errors, {images / seconds:.1f} images/s; results in {output}" + (f"; {len(skipped)} skipped" if skipped else ""))
     return 0 if errors == 0 else 1
 
