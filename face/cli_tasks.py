@@ -92,8 +92,9 @@ def _write_json(results, json_path: str | Path | None) -> None:
     json_path.write_text(text + "\n", encoding="utf-8")
 
 
-def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None) -> int:
+def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None, crop: bool = False) -> int:
     """Analyse image files and folders; annotated copies go to `output_dir` (None: none).
+    `crop`: each image is one face (see `Analyzer.analyze`).
 
     Each failure prints one line "howold: <file>: <problem>" to stderr and the run goes
     on. The JSON (a list of {"source", "faces"} or {"source", "error"}) goes to
@@ -111,7 +112,7 @@ def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path
         entry: dict = {"source": str(path)}
         try:
             image = load_image(path)
-            faces = analyzer.analyze(image)
+            faces = analyzer.analyze(image, crop=crop)
             entry["faces"] = faces
             if output is not None:
                 saved = save_image(draw_faces(image, faces), output / annotated_name(path, used))
@@ -141,12 +142,14 @@ def analyze_to_jsonl(
     output: str | Path,
     batch_size: int = 32,
     output_dir: str | Path | None = None,
+    crop: bool = False,
 ) -> int:
     """Analyse image files and folders with `engine`, appending one JSON line per image to
     `output` as results come; sources already in `output` are skipped (resume).
 
     With `output_dir`, annotated copies are written too (each image is read a second
-    time). Ends with a summary line: images, faces, errors, images/s.
+    time). `crop`: each image is one face. Ends with a summary line: images, faces, errors,
+    images/s.
     """
     from tqdm import tqdm
 
@@ -166,7 +169,7 @@ def analyze_to_jsonl(
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="image", dynamic_ncols=True, mininterval=0.1 if interactive else 5.0, disable=not todo)
     with ResultsWriter(output) as writer:
-        for result in engine.run(todo, analyzer_options, batch_size) if todo else ():
+        for result in engine.run(todo, analyzer_options, batch_size, crop) if todo else ():
             if "error" in result:
                 errors += 1
                 bar.write(f"howold: {_problem(Path(result['source']), HowoldError(result['error']))}", file=sys.stderr)

@@ -12,7 +12,9 @@ Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
 @dataclass(frozen=True)
 class Detection:
     box: Box
-    confidence: float  # the detector's own score (YuNet's probability, HOG's SVM margin, mmod's confidence)
+    #: the detector's own score (YuNet's probability, HOG's SVM margin, mmod's confidence);
+    #: None for a box the caller gave
+    confidence: float | None
     #: (5, 2) float32 x, y of the right eye, left eye, nose tip, right and left mouth corner
     #: (the subject's right and left), or None when the detector gives no landmarks
     landmarks: np.ndarray | None = None

@@ -17,8 +17,9 @@ class Engine(ABC):
     ordered: bool = True
 
     @abstractmethod
-    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32) -> Iterator[dict]:
-        """Results for `sources`, each once; `analyzer_options` are `Analyzer(**options)`'s."""
+    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
+        """Results for `sources`, each once; `analyzer_options` are `Analyzer(**options)`'s,
+        `batch_size` and `crop` are `Analyzer.analyze_stream`'s."""
 
     def close(self) -> None:
         """Release what the engine started (processes, clusters)."""

@@ -10,7 +10,7 @@ class LocalEngine(Engine):
     name = "local"
     ordered = True
 
-    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32) -> Iterator[dict]:
+    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
         from ..analyzer import Analyzer
 
-        yield from Analyzer(**analyzer_options).analyze_stream(sources, batch_size)
+        yield from Analyzer(**analyzer_options).analyze_stream(sources, batch_size, crop)

@@ -37,15 +37,15 @@ class RayOptions:
 class AnalyzeBatch:
     """One Analyzer per actor; a batch {"source": [...]} -> {"source", "result": JSON lines}."""
 
-    def __init__(self, analyzer_options: Mapping[str, Any], batch_size: int):
+    def __init__(self, analyzer_options: Mapping[str, Any], batch_size: int, crop: bool):
         from ..analyzer import Analyzer
 
         self.analyzer = Analyzer(**analyzer_options)
-        self.batch_size = batch_size
+        self.batch_size, self.crop = batch_size, crop
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sources = [str(source) for source in batch["source"]]
-        lines = [json.dumps(result) for result in self.analyzer.analyze_stream(sources, self.batch_size)]
+        lines = [json.dumps(result) for result in self.analyzer.analyze_stream(sources, self.batch_size, self.crop)]
         return {"source": np.array(sources, dtype=object), "result": np.array(lines, dtype=object)}
 
 
@@ -94,7 +94,7 @@ class RayEngine(Engine):
             return size
         return max(1, int(resources.get("CPU", 1) // self.options.cpus_per_actor))
 
-    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32) -> Iterator[dict]:
+    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
         if not sources:
             return
         self._connect()
@@ -105,7 +105,7 @@ class RayEngine(Engine):
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         dataset = ray.data.from_items([{"source": str(source)} for source in sources]).map_batches(
             AnalyzeBatch,
-            fn_constructor_kwargs={"analyzer_options": dict(analyzer_options), "batch_size": batch_size},
+            fn_constructor_kwargs={"analyzer_options": dict(analyzer_options), "batch_size": batch_size, "crop": crop},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=self.pool_size()),
