@@ -54,6 +54,14 @@ def test_stream_is_lazy_ordered_and_equals_analyze_many(analyzer, photos, expect
     assert sum(faces.values()) == len(photos) - 4  # every photo but blank and the three broken files
 
 
+def test_stream_of_face_crops_is_analyze_with_crop(analyzer, photos):
+    few = [str(p) for p in photos if p.name in ("blank.png", "fake.jpg", "photo_000.png", "photo_001.jpg")]
+    streamed = list(analyzer.analyze_stream(few, batch_size=3, crop=True))
+    assert "error" in streamed[1] and len(streamed[0]["faces"]) == 1  # blank: the whole image is the face
+    one_by_one = [{"source": p, "faces": analyzer.analyze(p, crop=True)} for p in few if not p.endswith("fake.jpg")]
+    assert_same_results([r for r in streamed if "faces" in r], one_by_one)
+
+
 def test_mixed_folder_errors_on_their_own_lines(photos, expected, tmp_path, capsys):
     output = tmp_path / "out" / "results.jsonl"
     code = main(["analyze", str(photos[0].parent), "--output", str(output), "--batch-size", "8", *DETECTION])
