@@ -40,7 +40,7 @@ def _engine(args):
         return create_engine(args.engine)
     from .engines.ray import RayOptions
 
-    options = RayOptions(address=args.ray_address, actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor, local_cpus=args.ray_cpus)
+    options = RayOptions(address=args.ray_address, actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor, local_cpus=args.ray_cpus, worker_logs=args.verbose)
     return create_engine("ray", options=options)
 
 

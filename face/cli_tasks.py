@@ -168,7 +168,7 @@ def analyze_to_jsonl(
     started = time.perf_counter()
     interactive = sys.stderr.isatty()
     bar = tqdm(total=len(todo), unit="image", dynamic_ncols=True, mininterval=0.1 if interactive else 5.0, disable=not todo)
-    with ResultsWriter(output) as writer:
+    with ResultsWriter(output) as writer, bar:
         for result in engine.run(todo, analyzer_options, batch_size, crop) if todo else ():
             if "error" in result:
                 errors += 1
@@ -182,7 +182,6 @@ def analyze_to_jsonl(
             writer.write(result)
             images += 1
             bar.update()
-    bar.close()
     seconds = time.perf_counter() - started
     before = f" ({len(sources) - len(todo)} already in {output})" if len(todo) < len(sources) else ""
     _say(f"{images} images{before}, {faces} faces, {errors} errors, {images / seconds:.1f} images/s; results in {output}" + (f"; {len(skipped)} skipped" if skipped else ""))

@@ -61,3 +61,11 @@ def test_a_second_driver_joins_by_address_and_resumes(ray_address, photos, local
     assert lines[:20] == kept
     assert_same_results(lines, local_results, tolerance=1e-4)
     assert f"{len(photos) - 20} images (20 already in {output})" in done.stderr
+
+
+def test_an_actor_that_cannot_start_gives_one_line(ray_address, photos, tmp_path, capsys):
+    some = [str(p) for p in photos[-3:]]
+    code = main(["analyze", *some, "--output", str(tmp_path / "r.jsonl"), "--engine", "ray", "--actors", "1", "--heads", str(tmp_path / "missing.keras"), *DETECTION])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"howold: error: ray: {tmp_path / 'missing.keras'}: no trained heads")
+    assert (tmp_path / "r.jsonl").read_text() == ""  # nothing marked done

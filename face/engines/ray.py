@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -32,6 +33,7 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     local_cpus: int | None = None
+    worker_logs: bool = False  # the actors' own log lines on this terminal (they are in Ray's log files anyway)
 
 
 class AnalyzeBatch:
@@ -40,13 +42,38 @@ class AnalyzeBatch:
     def __init__(self, analyzer_options: Mapping[str, Any], batch_size: int, crop: bool):
         from ..analyzer import Analyzer
 
-        self.analyzer = Analyzer(**analyzer_options)
         self.batch_size, self.crop = batch_size, crop
+        try:
+            self.analyzer, self.error = Analyzer(**analyzer_options), None
+        except HowoldError as error:  # raised from the first batch: Ray prints a failed actor's traceback, not a task's
+            self.analyzer, self.error = None, error
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
         sources = [str(source) for source in batch["source"]]
         lines = [json.dumps(result) for result in self.analyzer.analyze_stream(sources, self.batch_size, self.crop)]
         return {"source": np.array(sources, dtype=object), "result": np.array(lines, dtype=object)}
+
+
+def _root_cause(error: BaseException) -> str:
+    """One line for a Ray failure: the howold error an actor raised (a missing heads file on
+    a worker node, say), else the last line of Ray's message."""
+    seen, pending = set(), [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, HowoldError):
+            return str(current)
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = re.match(r"face\.errors\.\w+: (.*)", line)
+        if match:
+            return match.group(1)
+    return lines[-1] if lines else type(error).__name__
 
 
 def _import_ray():
@@ -71,7 +98,7 @@ class RayEngine(Engine):
         ray = self.ray
         if ray.is_initialized():
             return
-        settings = dict(include_dashboard=False, logging_level=logging.WARNING)
+        settings = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=self.options.worker_logs)
         try:
             if self.options.address:
                 ray.init(address=self.options.address, **settings)
@@ -102,7 +129,7 @@ class RayEngine(Engine):
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the CLI draws its own
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failure ends as one howold line
         dataset = ray.data.from_items([{"source": str(source)} for source in sources]).map_batches(
             AnalyzeBatch,
             fn_constructor_kwargs={"analyzer_options": dict(analyzer_options), "batch_size": batch_size, "crop": crop},
@@ -112,9 +139,12 @@ class RayEngine(Engine):
             num_cpus=self.options.cpus_per_actor,
             num_gpus=self.options.gpus_per_actor,
         )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for line in batch["result"]:
-                yield json.loads(line)
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                for line in batch["result"]:
+                    yield json.loads(line)
+        except ray.exceptions.RayError as error:
+            raise HowoldError(f"ray: {_root_cause(error)}") from None
 
     def close(self) -> None:
         if self._started:
