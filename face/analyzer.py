@@ -138,6 +138,8 @@ class Analyzer:
         faces go through the network together (in batches of `batch_size` chips). `crop`:
         each image is one face, as in `analyze`.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         chunk: list[ImageInput] = []
         for source in sources:
             chunk.append(source)

@@ -13,6 +13,13 @@ DETECTORS = list_detectors()
 COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, not {text}")
+    return value
+
+
 def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
@@ -149,11 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", default=None, help="write all results to this JSON file (default: print)")
     analyze.add_argument("--crop", action="store_true", help="each image is one face (a folder of face crops): the largest face found in it, else the whole image")
     analyze.add_argument("--output", default=None, metavar="FILE.jsonl", help="stream one JSON line per image to this file; a rerun skips the images already in it")
-    analyze.add_argument("--batch-size", type=int, default=32, help="images analysed together (with --output)")
+    analyze.add_argument("--batch-size", type=_at_least_one, default=32, help="images analysed together (with --output)")
     analyze.add_argument("--engine", default="local", choices=list_engines(), help="with --output: this process, or an actor pool on Ray Data")
     analyze.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start Ray on this machine)")
     analyze.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the Ray started here (default: all)")
-    analyze.add_argument("--actors", type=int, default=None, help="Ray actors, one Analyzer each (default: as many as the CPUs or GPUs allow)")
+    analyze.add_argument("--actors", type=_at_least_one, default=None, help="Ray actors, one Analyzer each (default: as many as the CPUs or GPUs allow)")
     analyze.add_argument("--cpus-per-actor", type=float, default=1.0)
     analyze.add_argument("--gpus-per-actor", type=float, default=0.0)
     _add_analyzer_options(analyze)
