@@ -4,11 +4,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
+import pytest
 
-from face.backbones import DEFAULT_BACKBONE
 from face.evaluation import evaluate_folder
 from face.features import AugmentConfig
 from face.heads import load_heads
@@ -42,26 +41,70 @@ def test_train_writes_heads_sidecar_logs_and_report(tiny_utkface, tmp_path):
     assert all(os.path.getsize(p) > 1000 for p in evaluation["plots"])
 
 
-def test_killed_training_resumes_from_its_last_epoch(tmp_path):
-    data = make_utkface_folder(tmp_path / "utk", 40, seed=3)
-    command = [
-        sys.executable, "-m", "face.cli", "train", "--data", str(data), "--output", str(tmp_path / "h.keras"),
-        "--logs", str(tmp_path / "logs"), "--epochs", "400", "--batch-size", "4", "--views", "2",
-    ]
-    history = tmp_path / "logs" / DEFAULT_BACKBONE / "history.csv"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 4):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = len(list(csv.DictReader(history.open())))
-    assert finished >= 3, "training never got going"
+#: `python -c` program: `howold train ARGS`, killed with SIGKILL at the end of epoch KILL_EPOCH,
+#: just before or just after Keras's backup of that epoch is written
+KILLED_TRAINING = """
+import os, signal, sys
+import keras
+import face.training as training
 
-    # run again with few epochs in all: it must resume after the finished ones, not start over
-    resumed = subprocess.run(command[:-6] + ["--epochs", str(finished + 2), "--batch-size", "4", "--views", "2"], capture_output=True, text=True, timeout=300)
+kill_epoch, where = int(sys.argv[1]), sys.argv[2]
+real_callbacks = training.run_callbacks
+
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == kill_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_callbacks(*args):
+    callbacks = real_callbacks(*args)
+    backup = next(i for i, c in enumerate(callbacks) if isinstance(c, keras.callbacks.BackupAndRestore))
+    callbacks.insert(backup + (where == "after_backup"), Kill())
+    return callbacks
+
+
+training.run_callbacks = run_callbacks
+from face.cli import main
+
+sys.exit(main(["train", *sys.argv[3:]]))
+"""
+
+
+@pytest.mark.parametrize("where", ["before_backup", "after_backup"])
+def test_killed_training_resumes_from_its_last_epoch(tmp_path, where):
+    """kill -9 at the end of epoch 2, wherever in the epoch's callbacks: the rerun continues with
+    one CSV row per epoch, none missing and none twice."""
+    data = make_utkface_folder(tmp_path / "utk", 24, seed=3)
+    arguments = ["--data", str(data), "--output", str(tmp_path / "h.keras"), "--logs", str(tmp_path / "logs"), "--batch-size", "8", "--views", "2", "--backbone", "dlib-resnet"]
+    history = tmp_path / "logs" / "dlib-resnet" / "history.csv"
+    killed = subprocess.run([sys.executable, "-c", KILLED_TRAINING, "2", where, *arguments, "--epochs", "50"], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "h.keras").exists()
+    before = [int(row["epoch"]) for row in csv.DictReader(history.open())]
+    assert before == [0, 1, 2] or before == [0, 1]  # depending on where the kill came
+
+    resumed = subprocess.run([sys.executable, "-m", "face.cli", "train", *arguments, "--epochs", "5"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    epochs = [int(row["epoch"]) for row in csv.DictReader(history.open())]
-    assert epochs[:finished] == list(range(finished))
-    assert epochs[finished:] == [finished, finished + 1]
+    assert [int(row["epoch"]) for row in csv.DictReader(history.open())] == [0, 1, 2, 3, 4]
     assert (tmp_path / "h.keras").exists()
+
+
+def test_history_is_cut_back_to_the_backup(tmp_path):
+    from face.training import trim_history
+
+    history, backup = tmp_path / "history.csv", tmp_path / "backup"
+    rows = "epoch,loss\n0,3.0\n1,2.5\n2,2.0\n3,1.9"  # the last row cut off by the kill
+    history.write_text(rows)
+    trim_history(history, backup)  # no backup: a fresh run, nothing to match
+    assert history.read_text() == rows
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    trim_history(history, backup)
+    assert history.read_text() == "epoch,loss\n0,3.0\n1,2.5\n"
+    trim_history(history, backup)  # idempotent
+    assert history.read_text() == "epoch,loss\n0,3.0\n1,2.5\n"
+    (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": 0}')
+    trim_history(history, backup)
+    assert history.read_text() == "epoch,loss\n"
