@@ -13,7 +13,44 @@ from face.features import AugmentConfig
 from face.heads import load_heads
 from face.training import TrainConfig, train
 
-from conftest import make_utkface_folder
+from conftest import UTKFACE, make_utkface_folder
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason="../shared/data/utkface is absent")
+def test_short_training_on_real_faces_beats_chance_by_a_wide_margin(tmp_path):
+    """1,000 random UTKFace images, 15 epochs on the frozen dlib descriptors, no augmentation.
+
+    Measured with this recipe (1,200 images, seeds 0 and 1): gender 0.91 / 0.93, race 0.80 /
+    0.81, age MAE 8.6 / 8.9 years, CS@5 0.41 / 0.39; with 600 images: 0.90, 0.80, 9.8. The
+    floors sit well below that and well above what guessing the commonest answer gets.
+    """
+    import random
+
+    names = sorted(p.name for p in UTKFACE.iterdir())
+    random.Random(0).shuffle(names)
+    folder = tmp_path / "utk"
+    folder.mkdir()
+    for name in names[:1000]:
+        (folder / name).symlink_to(UTKFACE.resolve() / name)
+    config = TrainConfig(
+        data_dir=folder, backbone="dlib-resnet-keras", output=tmp_path / "h.keras", logs_dir=tmp_path / "logs", epochs=15, batch_size=64,
+        augment=AugmentConfig(views=1), validation_views=(0,), progress=False, cache_root=tmp_path / "cache",
+    )
+    report = train(config)
+    from face.data import load_dataset, split_dataset
+
+    train_set, validation_set = split_dataset(load_dataset(folder), config.validation_fraction, config.seed)
+    labels, train_ages = validation_set.labels(), train_set.labels()["age"]
+    assert report["n"] == len(validation_set) >= 140
+    # what guessing gets: the commonest gender and race, the median training age
+    gender_chance = np.bincount(labels["gender"]).max() / len(validation_set)
+    race_chance = np.bincount(labels["race"]).max() / len(validation_set)
+    age_chance = float(np.abs(labels["age"] - np.median(train_ages)).mean())
+    assert gender_chance < 0.6 and race_chance < 0.5 and age_chance > 13
+    assert report["gender_accuracy"] >= 0.8 > gender_chance + 0.2
+    assert report["race_accuracy"] >= 0.65 > race_chance + 0.15
+    assert report["age_mae"] <= 11.5 < age_chance - 1.5
+    assert report["age_cs5"] >= 0.25
 
 
 def test_train_writes_heads_sidecar_logs_and_report(tiny_utkface, tmp_path):
@@ -23,9 +60,12 @@ def test_train_writes_heads_sidecar_logs_and_report(tiny_utkface, tmp_path):
         validation_fraction=0.25, augment=AugmentConfig(views=2), progress=False, cache_root=tmp_path / "cache",
     )
     report = train(config)
-    assert report["n"] == 6 and 0 <= report["gender_accuracy"] <= 1
+    assert report["n"] == 6
     heads = load_heads(output)
     metadata = json.loads(output.with_suffix(".json").read_text())
+    # the sidecar and the run's report carry the validation metrics the run returned
+    assert metadata["validation"] == {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}
+    assert json.loads((tmp_path / "logs" / "dlib-resnet" / "validation_report.json").read_text())["age_mae"] == report["age_mae"]
     assert metadata["backbone"]["backbone"] == "dlib-resnet" and metadata["classes"]["race"][0] == "White"
     assert metadata["training"]["train_images"] == 18 and metadata["validation"]["n"] == 6
     assert heads.predict(np.zeros((1, 128), np.float32))["age"].shape == (1, 101)
