@@ -12,14 +12,20 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .alignment import Aligner
+from .alignment import Aligner, crop_box
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
-from .detection import FaceDetector, box_area, clip_box
+from .backbones.base import batch_ladder
+from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
 from .heads import TrainedHeads, default_heads_path, interpret, load_heads
 from .images import ImageInput, describe, load_image
 
 TTA_OPTIONS = ("flip", "oversample")
+#: "landmarks": chips from the detector's own landmarks where it gives them (YuNet), else
+#: dlib's; "dlib": always dlib's 5-point shape predictor (benchmarks/bench_alignment.py).
+ALIGNMENTS = ("landmarks", "dlib")
+#: In place of a list of boxes: the image is one face (see `Analyzer.analyze`).
+CROP = "crop"
 
 
 def oversample(chips: np.ndarray, size: int) -> np.ndarray:
@@ -32,16 +38,19 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 
 
 class Analyzer:
-    """Detects, aligns and analyses faces. `tta`: any of "flip" and "oversample"."""
+    """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
+    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"."""
 
     def __init__(
         self,
         backbone: str | Backbone = DEFAULT_BACKBONE,
-        detector: str = "hog",
+        detector: str = DEFAULT_DETECTOR,
         heads: str | Path | None = None,
-        upsample: int = 1,
+        upsample: int | None = None,
         tta: Sequence[str] = (),
-        max_detect_side: int = 1600,
+        max_detect_side: int = DEFAULT_MAX_SIDE,
+        detection_threshold: float | None = None,
+        alignment: str = "landmarks",
     ):
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
@@ -53,44 +62,69 @@ class Analyzer:
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
         self.tta = tuple(tta)
-        self.detector = FaceDetector(detector, upsample=upsample, max_side=max_detect_side)
+        self.detector = FaceDetector(detector, upsample=upsample, max_side=max_detect_side, threshold=detection_threshold)
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"unknown alignment {alignment!r}; choose from {ALIGNMENTS}")
+        self.alignment = alignment
         self.aligner = Aligner()
         self._lock = threading.Lock()
 
     # ---- steps, usable on their own ----------------------------------------------------
 
-    def detect(self, image: np.ndarray) -> list[tuple[tuple[int, int, int, int], float | None]]:
-        return [(d.box, d.confidence) for d in self.detector.detect(image)]
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detector.detect(image)
 
-    def chips(self, image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    def chips(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """Aligned chips, from the detector's landmarks where it gives them (alignment
+        "landmarks"), else from dlib's shape predictor inside the box."""
         spec = self.backbone.chip
+        boxes = [d.box for d in detections]
+        landmarks = [d.landmarks for d in detections] if self.alignment == "landmarks" else None
         if "oversample" in self.tta:
             from .backbones.base import ChipSpec
 
             # A chip 1.14x bigger at the same scale: dlib's chip spans (1 + 2 * padding) face
             # widths, so (1 + 2 * p') = 1.14 * (1 + 2 * p), i.e. p' = 1.14 * p + 0.07.
             big = round(spec.size * 1.14)
-            return oversample(self.aligner.chips(image, boxes, ChipSpec(big, spec.padding * 1.14 + 0.07)), spec.size)
-        return self.aligner.chips(image, boxes, spec)
+            return oversample(self.aligner.chips(image, boxes, ChipSpec(big, spec.padding * 1.14 + 0.07), landmarks), spec.size)
+        return self.aligner.chips(image, boxes, spec, landmarks)
+
+    def warm_up(self, batch_size: int = 32) -> None:
+        """Trace the network for every batch size it will see (`batch_ladder`), so that no
+        request pays ~0.5 s for a face count it has not met before."""
+        spec = self.backbone.chip
+        for size in batch_ladder(batch_size):
+            self.heads.predict(self.heads.features_of(self.backbone, np.zeros((size, spec.size, spec.size, 3), np.uint8), batch_size), batch_size)
+
+    def predict_probabilities(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """The heads' probabilities for chips, averaged over test-time views and over each
+        face's `per_face` consecutive chips."""
+        views = 2 if "flip" in self.tta else 1
+        if views == 2:  # the mirrored chips go through in the same batches as the plain ones
+            chips = np.concatenate([chips, chips[:, :, ::-1]])
+        features = self.heads.features_of(self.backbone, np.ascontiguousarray(chips), batch_size)
+        outputs = self.heads.predict(features, batch_size)
+        merged = {}
+        for name, probabilities in outputs.items():
+            probabilities = probabilities.reshape(views, -1, probabilities.shape[-1]).mean(axis=0)
+            merged[name] = probabilities.reshape(-1, per_face, probabilities.shape[-1]).mean(axis=1)
+        return merged
 
     def predict_chips(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> list[dict]:
         """Answers for chips; `per_face` consecutive chips belong to one face and are averaged."""
-        batches = [chips]
-        if "flip" in self.tta:
-            batches.append(chips[:, :, ::-1])
-        features = [self.heads.features_of(self.backbone, np.ascontiguousarray(b), batch_size) for b in batches]
-        outputs = [self.heads.predict(f) for f in features]
-        merged = {}
-        for name in outputs[0]:
-            probabilities = np.mean([o[name] for o in outputs], axis=0)
-            merged[name] = probabilities.reshape(-1, per_face, probabilities.shape[-1]).mean(axis=1)
-        return interpret(merged)
+        return interpret(self.predict_probabilities(chips, per_face, batch_size))
 
     # ---- the API -------------------------------------------------------------------------
 
-    def analyze(self, image: ImageInput, boxes: Iterable[Sequence[float]] | None = None) -> list[dict]:
-        """One dict per face, largest first; [] when there is none. See README for the fields."""
-        return self._analyze_loaded([load_image(image)], [boxes])[0]
+    def analyze(self, image: ImageInput, boxes: Iterable[Sequence[float]] | None = None, crop: bool = False) -> list[dict]:
+        """One dict per face, largest first; [] when there is none. See README for the fields.
+
+        `boxes`: analyse these faces, no detection. `crop`: the image is one face (a face
+        crop): the largest face the detector finds in it, else the whole image.
+        """
+        if crop and boxes is not None:
+            raise ValueError("give boxes or crop=True, not both")
+        return self._analyze_loaded([load_image(image)], [CROP if crop else boxes])[0]
 
     def analyze_many(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[dict]:
         """{"source", "faces"} per image, or {"source", "error"} for one that failed.
@@ -119,10 +153,12 @@ class Analyzer:
                 try:
                     if boxes is None:
                         found = self.detect(image)
+                    elif boxes is CROP:
+                        found = sorted(self.detect(image), key=lambda d: box_area(d.box))[-1:] or [Detection(crop_box(image), None)]
                     else:
-                        found = [(tuple(int(round(v)) for v in box), None) for box in boxes]
+                        found = [Detection(tuple(int(round(v)) for v in box), None) for box in boxes]
                         _check_boxes(found, image)
-                    chips = self.chips(image, [box for box, _ in found]) if found else None
+                    chips = self.chips(image, found) if found else None
                 except HowoldError as error:
                     if results is None:
                         raise
@@ -141,8 +177,9 @@ class Analyzer:
         for image, found in zip(images, per_image):
             height, width = image.shape[:2]
             faces = []
-            for box, confidence in found:
-                face = {"box": list(clip_box(box, width, height)), "detection_confidence": None if confidence is None else round(confidence, 4)}
+            for detection in found:
+                confidence = detection.confidence
+                face = {"box": list(clip_box(detection.box, width, height)), "detection_confidence": None if confidence is None else round(confidence, 4)}
                 face.update(answers[cursor])
                 cursor += 1
                 faces.append(face)
@@ -153,7 +190,8 @@ class Analyzer:
 
 def _check_boxes(found, image: np.ndarray) -> None:
     height, width = image.shape[:2]
-    for box, _ in found:
+    for detection in found:
+        box = detection.box
         if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
             raise HowoldError(f"box {list(box)}: want [left, top, right, bottom] with right > left and bottom > top")
         if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:

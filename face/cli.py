@@ -7,14 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from .detectors import DEFAULT_DETECTOR, list_detectors  # noqa: E402 - light: no TensorFlow, dlib or OpenCV
+
+DETECTORS = list_detectors()
+COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
 
 
 def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
-    parser.add_argument("--detector", default="hog", choices=["hog", "cnn"])
-    parser.add_argument("--upsample", type=int, default=1, help="times to double the image before detection (small faces)")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help=f"face detector (default {DEFAULT_DETECTOR}; hog and cnn are dlib's)")
+    parser.add_argument("--upsample", type=int, default=None, help="times to double the image before detection (small faces); default: 0 for yunet, 1 for dlib's")
     parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
 
 
@@ -28,7 +31,7 @@ def _analyzer(args):
 def cmd_analyze(args) -> int:
     from .cli_tasks import analyze_paths
 
-    return analyze_paths(_analyzer(args), args.inputs, args.output_dir, args.json)
+    return analyze_paths(_analyzer(args), args.inputs, args.output_dir, args.json, crop=args.crop)
 
 
 def cmd_demo(args) -> int:
@@ -111,28 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DEFAULT_DATA_DIR
 
     parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", help="show TensorFlow's, oneDNN's and OpenCV's own log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    analyze = commands.add_parser("analyze", help="annotate images (files or folders) and write JSON")
+    analyze = commands.add_parser("analyze", parents=[common], help="annotate images (files or folders) and write JSON")
     analyze.add_argument("inputs", nargs="+", help="image files or folders")
     analyze.add_argument("--output-dir", default="howold_output", help="where annotated images go")
     analyze.add_argument("--json", default=None, help="write all results to this JSON file (default: print)")
+    analyze.add_argument("--crop", action="store_true", help="each image is one face (a folder of face crops): the largest face found in it, else the whole image")
     _add_analyzer_options(analyze)
     analyze.set_defaults(handler=cmd_analyze)
 
-    demo = commands.add_parser("demo", help="analyze a bundled image (no download) and print the JSON")
+    demo = commands.add_parser("demo", parents=[common], help="analyze a bundled image (no download) and print the JSON")
     demo.add_argument("--output-dir", default="howold_output")
     _add_analyzer_options(demo)
     demo.set_defaults(handler=cmd_demo)
 
-    video = commands.add_parser("video", help="annotate a video file or a camera (index)")
+    video = commands.add_parser("video", parents=[common], help="annotate a video file or a camera (index)")
     video.add_argument("source", help="video file, or camera index such as 0")
     video.add_argument("--output", default=None, help="annotated video to write (.mp4)")
     video.add_argument("--every", type=int, default=1, help="detect faces on every Nth frame, track in between")
     _add_analyzer_options(video)
     video.set_defaults(handler=cmd_video)
 
-    train = commands.add_parser("train", help="train the heads on a UTKFace-named folder")
+    train = commands.add_parser("train", parents=[common], help="train the heads on a UTKFace-named folder")
     train.add_argument("--data", default=str(DEFAULT_DATA_DIR))
     train.add_argument("--backbone", default=DEFAULT_BACKBONE)
     train.add_argument("--output", default=None, help="heads file (default weights/<backbone>.keras)")
@@ -156,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-heads", default=None, help="heads to warm-start unfreezing from (default: the shipped ones)")
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="metrics of trained heads on a UTKFace-named folder")
+    evaluate = commands.add_parser("evaluate", parents=[common], help="metrics of trained heads on a UTKFace-named folder")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--output", default="report.json")
     evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
@@ -165,24 +171,55 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    serve = commands.add_parser("serve", help="the how-old web app and JSON API")
+    serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--backbone", default=None)
-    serve.add_argument("--detector", default="hog", choices=["hog", "cnn"])
+    serve.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     serve.add_argument("--heads", default=None)
     serve.set_defaults(handler=cmd_serve)
 
-    backbones = commands.add_parser("backbones", help="list the registered backbones")
+    backbones = commands.add_parser("backbones", parents=[common], help="list the registered backbones")
     backbones.set_defaults(handler=cmd_backbones)
     return parser
+
+
+def quiet_native_logs() -> None:
+    """Keep TensorFlow's, oneDNN's, absl's and OpenCV's log lines off the terminal.
+
+    TensorFlow's C++ core writes its oneDNN and CPU-feature notices while it is imported,
+    before any log setting applies, so it is imported here with stderr pointed at /dev/null.
+    """
+    import logging
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
 
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import HowoldError
 
     args = build_parser().parse_args(argv)
+    if not args.verbose and args.command not in COMMANDS_WITHOUT_TENSORFLOW:
+        quiet_native_logs()
     try:
         return args.handler(args) or 0
     except HowoldError as error:

@@ -89,8 +89,9 @@ def _write_json(results, json_path: str | Path | None) -> None:
     json_path.write_text(text + "\n", encoding="utf-8")
 
 
-def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None) -> int:
+def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None, crop: bool = False) -> int:
     """Analyse image files and folders; annotated copies go to `output_dir` (None: none).
+    `crop`: each image is one face (see `Analyzer.analyze`).
 
     Each failure prints one line "howold: <file>: <problem>" to stderr and the run goes
     on. The JSON (a list of {"source", "faces"} or {"source", "error"}) goes to
@@ -108,7 +109,7 @@ def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path
         entry: dict = {"source": str(path)}
         try:
             image = load_image(path)
-            faces = analyzer.analyze(image)
+            faces = analyzer.analyze(image, crop=crop)
             entry["faces"] = faces
             if output is not None:
                 saved = save_image(draw_faces(image, faces), output / annotated_name(path, used))

@@ -1,71 +1,45 @@
-"""Face detection with dlib: the HOG detector (fast) or the CNN (mmod) detector (accurate)."""
+"""Face detection at a bounded size: any registered detector (`face.detectors`), with big
+images scanned smaller and the boxes and landmarks mapped back to the original pixels."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .backbones.dlib_resnet import dlib_model_path
+from .detectors import DEFAULT_DETECTOR, Detection, create_detector, list_detectors
 
-DETECTORS = ("hog", "cnn")
-#: Below this many pixels a side (as the detector sees it) no face fits, and dlib's CNN
-#: raises on such images, so detection returns nothing.
-MIN_DETECTABLE_SIDE = 16
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: tuple[int, int, int, int]  # left, top, right, bottom in the original image's pixels
-    confidence: float  # dlib's score: HOG's SVM margin, or the CNN's mmod confidence
+#: Default upsampling per detector: dlib's need one doubling for faces under 80 px; YuNet
+#: finds faces of about 10 px without it (benchmarks/bench_detection.py).
+DEFAULT_UPSAMPLE = {"hog": 1, "cnn": 1, "yunet": 0}
+#: Longest side the detector sees by default. YuNet's time grows with the pixels (0.85 s at
+#: 3000x2171 on 2 cores, 0.09 s at 1280) while the smallest face it finds at 1280 is still
+#: small (benchmarks/bench_detection.py measures both).
+DEFAULT_MAX_SIDE = 1280
 
 
 @dataclass
 class FaceDetector:
-    """Finds faces; big images are scanned at a reduced size and boxes mapped back.
+    """Finds faces with the detector called `method`; `upsample` doubles the image that many
+    times first (None: the detector's default), `threshold` overrides its minimum score."""
 
-    `upsample` doubles the image that many times first, to find small faces.
-    """
-
-    method: str = "hog"
-    upsample: int = 1
-    max_side: int = 1600  # longest side the detector sees, before upsampling
-    #: minimum score; None: 0.2 for HOG (real faces score 0.35-2.7 on the demo photos, the
-    #: astronaut's mission patch 0.04-0.12) and 0.0 for the CNN
+    method: str = DEFAULT_DETECTOR
+    upsample: int | None = None
+    max_side: int = DEFAULT_MAX_SIDE  # longest side the detector sees, before upsampling
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        import dlib
-
-        if self.method not in DETECTORS:
-            raise ValueError(f"unknown detector {self.method!r}; choose one of {', '.join(DETECTORS)}")
-        if self.threshold is None:
-            self.threshold = 0.2 if self.method == "hog" else 0.0
-        if self.method == "hog":
-            self._detector = dlib.get_frontal_face_detector()
-        else:
-            self._detector = dlib.cnn_face_detection_model_v1(str(dlib_model_path("cnn_detector")))
-        self._lock = threading.Lock()
+        self._detector = create_detector(self.method, threshold=self.threshold)
+        self.threshold = self._detector.threshold
+        if self.upsample is None:
+            self.upsample = DEFAULT_UPSAMPLE.get(self.method, 0)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         small = image if scale == 1.0 else cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
         small = np.ascontiguousarray(small, dtype=np.uint8)
-        if min(small.shape[:2]) * 2**self.upsample < MIN_DETECTABLE_SIDE:
-            return []
-        with self._lock:
-            if self.method == "hog":
-                rects, scores, _ = self._detector.run(small, self.upsample, self.threshold)
-                found = list(zip(rects, scores))
-            else:
-                found = [(d.rect, d.confidence) for d in self._detector(small, self.upsample) if d.confidence >= self.threshold]
-        detections = []
-        for rect, score in found:
-            box = tuple(int(round(v / scale)) for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
-            detections.append(Detection(box, float(score)))
-        return detections
+        return [d.scaled(1 / scale) for d in self._detector.find(small, self.upsample)]
 
 
 def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -75,3 +49,6 @@ def clip_box(box: tuple[int, int, int, int], width: int, height: int) -> tuple[i
 
 def box_area(box: tuple[int, int, int, int]) -> int:
     return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+
+__all__ = ["DEFAULT_DETECTOR", "Detection", "FaceDetector", "box_area", "clip_box", "list_detectors"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import GENDERS, MAX_AGE, RACES
+from .backbones.base import padded_batches
 from .errors import WeightsError
 
 AGES = np.arange(MAX_AGE + 1, dtype=np.float32)
@@ -174,6 +175,7 @@ class TrainedHeads:
             raise WeightsError(f"{path}: expects inputs of shape {list(expected)}, backbone {backbone.name!r} gives {actual}")
 
     def predict(self, features: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Probabilities per head; batches padded to `padded_batches`' fixed sizes."""
         if len(features) == 0:
             return {"age": np.zeros((0, MAX_AGE + 1)), "gender": np.zeros((0, 2)), "race": np.zeros((0, 5))}
         if getattr(self, "_forward", None) is None:
@@ -181,8 +183,8 @@ class TrainedHeads:
 
             model = self.model
             self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
-        parts = [self._forward(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
-        return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in ("age", "gender", "race")}
+        parts = [(self._forward(batch), count) for batch, count in padded_batches(features, batch_size)]
+        return {name: np.concatenate([np.asarray(p[name])[:count] for p, count in parts]) for name in ("age", "gender", "race")}
 
 
 def predict_views(model, features: np.ndarray, views: tuple[int, ...] = (0, 1)) -> dict[str, np.ndarray]:

@@ -50,7 +50,7 @@ MiB = 1024 * 1024
 MULTIPART_OVERHEAD = 64 * 1024
 #: Environment variable holding a JSON WebConfig, for `app_from_env` (uvicorn workers).
 CONFIG_ENV = "HOWOLD_WEB_CONFIG"
-DETECTOR_CHOICES = ("hog", "cnn")
+DETECTOR_CHOICES = ("yunet", "hog", "cnn")  # the registry's, spelled out for the OpenAPI enum
 #: dlib's CNN detector takes about 16 s on a 1024x1024 image on a laptop-class CPU core, and
 #: its cost grows with the pixel count; upsampled 12-megapixel photos would take minutes and
 #: hold a slot long after their 504. So on the server it sees at most 1024 px and no upsampling
@@ -64,7 +64,7 @@ class WebConfig:
     """How the server is set up. `backbone=None` is the default backbone."""
 
     backbone: Optional[str] = None
-    detector: str = "hog"
+    detector: str = "yunet"
     heads: Optional[str] = None
     max_upload_bytes: int = 10 * MiB
     max_concurrent: int = 2  # analyses running at once
@@ -131,9 +131,10 @@ class ImageSize(BaseModel):
 
 class Timings(BaseModel):
     decode: float
-    detect: float
-    predict: float
+    detect: float = Field(description="of the batch this upload was analysed in")
+    predict: float = Field(description="of the batch this upload was analysed in")
     total: float
+    batched_with: int = Field(0, description="other uploads analysed in the same batch")
 
 
 class AnalyzeResponse(BaseModel):
@@ -200,12 +201,15 @@ class AnalyzerPool:
         self._analyzers: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._build_lock = threading.RLock()  # re-entered: a TTA variant builds its base analyzer first
         self._model_lock = threading.Lock()
+        self._pending: list[_Job] = []
+        self._pending_lock = threading.Lock()
 
     def load(self) -> None:
         """Build the default detector's analyzer (blocking; called from a thread at start-up)."""
         started = time.perf_counter()
         try:
             analyzer = self.get(self.config.detector, ())
+            analyzer.warm_up()  # no request pays for tracing a face count it has not met before
         except Exception as error:  # noqa: BLE001 - any failure is reported by /api/health
             self.status, self.error = "failed", f"{type(error).__name__}: {error}"
             if isinstance(error, HowoldError):  # a clear message needs no traceback
@@ -240,26 +244,73 @@ class AnalyzerPool:
             return analyzer
 
     def analyze(self, data: bytes, detector: str, tta: tuple[str, ...]) -> dict:
-        """Decode and analyse one upload (blocking). Raises ImageError for a bad image."""
+        """Decode and analyse one upload (blocking). Raises ImageError for a bad image.
+
+        Uploads that wait for the model are analysed together: whichever thread gets the
+        model lock takes every waiting upload with the same options, and their faces go
+        through the network in one batch (bigger batches use the cores better). Decoding
+        runs under the lock too: on a small machine a decode beside an inference only
+        slows TensorFlow's threads down.
+        """
+        job = _Job(data, (detector, tta))
+        with self._pending_lock:
+            self._pending.append(job)
+        with self._model_lock:
+            if not job.done:
+                with self._pending_lock:
+                    batch = [waiting for waiting in self._pending if waiting.options == job.options]
+                    for waiting in batch:
+                        self._pending.remove(waiting)
+                self._run(batch)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run(self, batch: list["_Job"]) -> None:
         from .images import load_image
 
+        analyzer = self.get(*batch[0].options)
         started = time.perf_counter()
-        image = load_image(data)
+        images = []
+        for job in batch:
+            try:
+                images.append((job, load_image(job.data)))
+            except HowoldError as error:
+                job.error, job.done = error, True
         decoded = time.perf_counter()
-        analyzer = self.get(detector, tta)
-        height, width = image.shape[:2]
-        with self._model_lock:
-            faces = analyzer.analyze(image)
-            timings = dict(getattr(analyzer, "last_timings", {}))
-        return {
-            "faces": faces,
-            "image": {"width": int(width), "height": int(height)},
-            "timings_ms": {
-                "decode": round((decoded - started) * 1000, 2),
-                "detect": float(timings.get("detect_ms", 0.0)),
-                "predict": float(timings.get("predict_ms", 0.0)),
-            },
-        }
+        try:
+            results = analyzer.analyze_many([image for _, image in images]) if images else []
+        except BaseException as error:  # noqa: BLE001 - every waiting job hears of it
+            for job, _ in images:
+                job.error, job.done = error, True
+            raise
+        timings = dict(getattr(analyzer, "last_timings", {}))
+        for (job, image), result in zip(images, results):
+            height, width = image.shape[:2]
+            if "error" in result:
+                job.error = HowoldError(result["error"])
+            job.result = {
+                "faces": result.get("faces", []),
+                "image": {"width": int(width), "height": int(height)},
+                "timings_ms": {
+                    "decode": round((decoded - started) * 1000 / len(batch), 2),
+                    "detect": float(timings.get("detect_ms", 0.0)),
+                    "predict": float(timings.get("predict_ms", 0.0)),
+                    "batched_with": len(images) - 1,
+                },
+            }
+            job.done = True
+
+
+@dataclass
+class _Job:
+    """One upload waiting for the model, and what became of it."""
+
+    data: bytes
+    options: tuple
+    done: bool = False
+    result: Optional[dict] = None
+    error: Optional[BaseException] = None
 
 
 class Admission:
@@ -498,7 +549,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
     async def analyze(
         request: Request,
         # typed without Optional so that the spec shows a plain enum; absent means the server's default
-        detector: Literal["hog", "cnn"] = Query(None, description="face detector; default: the server's"),
+        detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
         tta: list[Literal["flip", "oversample"]] = Query([], description="test-time augmentation; repeat for both"),
     ) -> Any:
         started = time.perf_counter()
@@ -566,7 +617,7 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     backbone: str | None = None,
-    detector: str = "hog",
+    detector: str = "yunet",
     heads: str | None = None,
     **settings: Any,
 ) -> int:

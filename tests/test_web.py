@@ -196,7 +196,7 @@ def test_health_when_ready(client):
 
 def _check_faces(body: dict, width: int, height: int) -> None:
     assert body["image"] == {"width": width, "height": height}
-    assert set(body["timings_ms"]) == {"decode", "detect", "predict", "total"}
+    assert set(body["timings_ms"]) == {"decode", "detect", "predict", "total", "batched_with"}
     assert all(value >= 0 for value in body["timings_ms"].values())
     assert body["timings_ms"]["total"] >= body["timings_ms"]["detect"]
     for face in body["faces"]:
@@ -297,7 +297,7 @@ def test_query_options(client):
     cnn = analyze(client, _jpeg(data.astronaut()[40:200, 130:290].copy()), detector="cnn", tta=["flip"])
     assert cnn.status_code == 200, cnn.text
     assert len(cnn.json()["faces"]) == 1
-    assert client.get("/api/health").json()["detector"] == "hog"  # the default is unchanged
+    assert client.get("/api/health").json()["detector"] == "yunet"  # the default is unchanged
 
 
 @pytest.mark.parametrize("params", [{"detector": "mtcnn"}, {"tta": "rotate"}])

@@ -125,10 +125,10 @@ class KerasBackbone(Backbone):
         """float32 activations of a batch of uint8 chips at each of `layers` (None: features)."""
         forward = self._compiled(tuple(layers))
         outputs: dict = {layer: [] for layer in layers}
-        for start in range(0, len(chips), batch_size):
-            values = forward(self.preprocess(chips[start : start + batch_size]))
+        for batch, count in padded_batches(chips, batch_size):
+            values = forward(self.preprocess(batch))
             for layer, value in zip(layers, values):
-                outputs[layer].append(np.asarray(value, np.float32))
+                outputs[layer].append(np.asarray(value[:count], np.float32))
         return {
             layer: np.concatenate(parts) if parts else np.zeros((0,) + self.layer_shape(layer), np.float32)
             for layer, parts in outputs.items()
@@ -152,6 +152,25 @@ class KerasBackbone(Backbone):
 
             cache[layers] = tf.function(forward, reduce_retracing=True, autograph=False)
         return cache[layers]
+
+
+def batch_ladder(batch_size: int) -> list[int]:
+    """The batch sizes compiled functions ever see: powers of two up to `batch_size`, and it."""
+    sizes = [1 << k for k in range(batch_size.bit_length()) if 1 << k < batch_size]
+    return sizes + [batch_size]
+
+
+def padded_batches(array: np.ndarray, batch_size: int):
+    """(batch, real count) pairs with every batch padded (with copies of its first row) to a
+    size of `batch_ladder`: a compiled function then traces at most len(ladder) shapes, all
+    of which `warm_up` can trace in advance, instead of once per new face count (~0.5 s each)."""
+    ladder = batch_ladder(batch_size)
+    for start in range(0, len(array), batch_size):
+        batch = array[start : start + batch_size]
+        size = next(rung for rung in ladder if rung >= len(batch))
+        if size > len(batch):
+            batch = np.concatenate([batch, np.repeat(batch[:1], size - len(batch), axis=0)])
+        yield batch, min(batch_size, len(array) - start)
 
 
 #: The boundary name for "every stage unfrozen": the cache then holds the preprocessed chips.
