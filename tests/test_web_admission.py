@@ -224,41 +224,49 @@ def _response(sock: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-def test_chunked_upload_is_cut_off_at_the_limit():
-    """Chunked (no declared length): the app stops taking the body once it passes the limit."""
+@pytest.fixture(scope="module")
+def counted() -> Iterator[tuple[Server, list[int]]]:
+    """A server with default limits whose app counts the body bytes it takes; the tests reset the count."""
     received = [0]
     with running(WebConfig(detector="hog"), asgi=lambda app: counting(app, received)) as server:
-        piece = b"\x00" * (256 * 1024)
-        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
-            sock.sendall(b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        yield server, received
 
-            def send_forever():  # 4x the limit, or until the server hangs up
-                with contextlib.suppress(OSError):
-                    for _ in range(4 * LIMIT // len(piece)):
-                        sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
 
-            sender = threading.Thread(target=send_forever, daemon=True)
-            sender.start()
-            status, body = _response(sock)
-            sock.shutdown(socket.SHUT_RDWR)
-            sender.join(WAIT_S)
+def test_chunked_upload_is_cut_off_at_the_limit(counted):
+    """Chunked (no declared length): the app stops taking the body once it passes the limit."""
+    server, received = counted
+    received[0] = 0
+    piece = b"\x00" * (256 * 1024)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+        def send_forever():  # 4x the limit, or until the server hangs up
+            with contextlib.suppress(OSError):
+                for _ in range(4 * LIMIT // len(piece)):
+                    sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+
+        sender = threading.Thread(target=send_forever, daemon=True)
+        sender.start()
+        status, body = _response(sock)
+        sock.shutdown(socket.SHUT_RDWR)
+        sender.join(WAIT_S)
     assert status == 413
     assert "limit" in json.loads(body)["detail"]
     # it read up to the limit, then stopped: at most one more read's worth of bytes
     assert LIMIT < received[0] <= LIMIT + 1 * MiB, received[0]
 
 
-def test_multipart_file_just_over_the_limit_is_413():
+def test_multipart_file_just_over_the_limit_is_413(counted):
     """The body passes the multipart allowance, but the file in it is 1,000 bytes too big."""
-    received = [0]
-    with running(WebConfig(detector="hog"), asgi=lambda app: counting(app, received)) as server:
-        photo = astronaut_jpeg()
-        over = photo + b"\x00" * (LIMIT + 1000 - len(photo))  # a readable JPEG with trailing bytes
-        response = httpx.post(server.url + "/api/analyze", files={"file": ("a.jpg", over, "image/jpeg")}, timeout=WAIT_S)
-        assert response.status_code == 413, response.text
-        assert "10 MiB" in response.json()["detail"]
-        assert LIMIT < received[0] <= LIMIT + MULTIPART_OVERHEAD  # read whole (within the allowance), then refused
-        at_limit = photo + b"\x00" * (LIMIT - len(photo))
-        accepted = httpx.post(server.url + "/api/analyze", files={"file": ("a.jpg", at_limit, "image/jpeg")}, timeout=WAIT_S)
-        assert accepted.status_code == 200, accepted.text
-        assert len(accepted.json()["faces"]) == 1
+    server, received = counted
+    received[0] = 0
+    photo = astronaut_jpeg()
+    over = photo + b"\x00" * (LIMIT + 1000 - len(photo))  # a readable JPEG with trailing bytes
+    response = httpx.post(server.url + "/api/analyze", files={"file": ("a.jpg", over, "image/jpeg")}, timeout=WAIT_S)
+    assert response.status_code == 413, response.text
+    assert "10 MiB" in response.json()["detail"]
+    assert LIMIT < received[0] <= LIMIT + MULTIPART_OVERHEAD  # read whole (within the allowance), then refused
+    at_limit = photo + b"\x00" * (LIMIT - len(photo))
+    accepted = httpx.post(server.url + "/api/analyze", files={"file": ("a.jpg", at_limit, "image/jpeg")}, timeout=WAIT_S)
+    assert accepted.status_code == 200, accepted.text
+    assert len(accepted.json()["faces"]) == 1
