@@ -6,6 +6,7 @@ run `python -m face.cli` as a subprocess (a few seconds each, for loading the mo
 from __future__ import annotations
 
 import io
+import re
 import json
 import os
 import struct
@@ -308,3 +309,78 @@ def test_analyze_video_refuses_what_it_cannot_open(tmp_path):
         analyze_video(None, tmp_path / "nope.mp4")
     with pytest.raises(HowoldError, match="folder"):
         analyze_video(None, str(tmp_path))
+
+
+# ---- arrays and unusual PIL modes, value by value ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.array([[0, 7, 255]], np.uint8), [0, 7, 255]),  # greyscale HxW
+        (np.array([[[0], [7], [255]]], np.uint8), [0, 7, 255]),  # HxWx1
+        (np.array([[0, 128, 129, 257 * 100, 33025, 65535]], np.uint16), [0, 0, 1, 100, 129, 255]),  # 16 bit: / 257, rounded
+        (np.array([[0.0, 0.2, 0.5, 1.0]], np.float32), [0, 51, 128, 255]),  # 0..1 floats
+        (np.array([[0.0, 1.5, 100.4, 100.6, 254.6]], np.float64), [0, 2, 100, 101, 255]),  # 0..255 floats
+        (np.array([[-3.0, 2.0, 300.0]], np.float64), [0, 2, 255]),  # clipped
+    ],
+)
+def test_single_channel_arrays_become_grey_rgb(array, expected):
+    rgb = load_image(array)
+    check_rgb(rgb, 1, len(expected))
+    assert rgb[0, :, 0].tolist() == expected
+    assert np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+
+
+def test_colour_arrays_keep_their_channels():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    assert np.array_equal(load_image(rgb), rgb)
+    mirrored = rgb[:, ::-1]  # a view with negative strides
+    check_rgb(load_image(mirrored), 2, 3)
+    assert np.array_equal(load_image(mirrored), mirrored)
+    rgba = np.array([[[200, 100, 0, 255], [200, 100, 0, 0], [200, 100, 0, 128], [0, 0, 0, 51]]], np.uint8)
+    out = load_image(rgba)
+    check_rgb(out, 1, 4)
+    # over white: opaque keeps the colour, transparent is white, half-transparent half-way (rounded)
+    assert out[0].tolist() == [[200, 100, 0], [255, 255, 255], [227, 177, 127], [204, 204, 204]]
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        (np.zeros((0, 4, 3), np.uint8), "empty array"),
+        (np.zeros((4, 4), np.int32), "unsupported array dtype int32"),
+        (np.zeros((4, 4, 2), np.uint8), r"array of shape \(4, 4, 2\) is not an image"),
+        (np.zeros((2, 4, 4, 3), np.uint8), r"array of shape \(2, 4, 4, 3\) is not an image \(want HxW, HxWx3 or HxWx4\)"),
+    ],
+)
+def test_arrays_that_are_not_images(array, words):
+    with pytest.raises(ImageError, match=rf"<array {re.escape(str(array.shape))} {array.dtype}>: {words}"):
+        load_image(array)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I;16L", "I"])
+def test_16_and_32_bit_greyscale_modes(mode):
+    if mode == "I":
+        image = Image.fromarray(np.array([[0, 33025, 65535]], np.int32), mode="I")
+    else:
+        dtype = ">u2" if mode == "I;16B" else "<u2"
+        image = Image.frombytes(mode, (3, 1), np.array([0, 33025, 65535], dtype).tobytes())
+    assert image.mode == mode
+    assert load_image(image)[0, :, 0].tolist() == [0, 129, 255]  # 65535 is white; 33025 / 65535 * 255 = 128.5
+    if mode == "I":  # 32-bit values that stay within 0..255 are taken as 8-bit
+        small = Image.fromarray(np.array([[0, 100, 255]], np.int32), mode="I")
+        assert load_image(small)[0, :, 0].tolist() == [0, 100, 255]
+        assert load_image(Image.fromarray(np.array([[0, 256]], np.int32), mode="I"))[0, :, 0].tolist() == [0, 1]
+
+
+def test_float_and_grey_alpha_modes():
+    floats = Image.fromarray(np.array([[-5.0, 10.7, 300.0]], np.float32), mode="F")
+    assert load_image(floats)[0, :, 0].tolist() == [0, 10, 255]
+    la = Image.fromarray(np.array([[[50, 255], [50, 0]]], np.uint8), mode="LA")
+    assert load_image(la)[0].tolist() == [[50, 50, 50], [255, 255, 255]]
+
+
+def test_pil_images_are_named_in_errors():
+    with pytest.raises(ImageError, match=r"^<Image>: image too large \(4x3 = 12 pixels, limit 10\)"):
+        load_image(Image.new("RGB", (4, 3)), max_pixels=10)
