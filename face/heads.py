@@ -102,13 +102,16 @@ def build_heads(config: HeadsConfig):
 
 def age_loss(expectation_weight: float):
     """For exact ages: cross-entropy to the label distribution plus a small L1 on the expected
-    age (DLDL-v2); for age bins: -log of the probability mass in the bin. Targets: age_targets."""
+    age (DLDL-v2); for age bins: -log of the probability mass in the bin. Targets: age_targets
+    (or bare label distributions, for exact ages only)."""
     from keras import ops
 
     ages = ops.convert_to_tensor(AGES)
     size = len(AGES)
 
     def loss(y_true, y_pred):
+        if y_true.shape[-1] == size:  # label distributions alone (exact ages only)
+            y_true = ops.concatenate([y_true, ops.zeros_like(y_true), ops.zeros_like(y_true[:, :1])], axis=-1)
         distribution, mask, is_bin = y_true[:, :size], y_true[:, size : 2 * size], y_true[:, -1]
         log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
         entropy = -ops.sum(distribution * log_p, axis=-1)

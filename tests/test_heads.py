@@ -228,13 +228,14 @@ def test_heads_architecture():
     assert model.input_shape == (None, 16) and model.inputs[0].name.startswith("features")
     assert layers["shared"].units == 12 and layers["shared"].activation.__name__ == "relu"
     assert layers["shared_dropout"].rate == 0.25
-    for head, classes in (("age", 101), ("gender", 2), ("race", 5)):
+    for head, classes in (("age", 101), ("gender", 2), ("race", 7)):  # race: FairFace's 7
         assert layers[f"{head}_hidden"].units == 8 and layers[f"{head}_hidden"].activation.__name__ == "relu"
         assert layers[f"{head}_dropout"].rate == 0.25
         assert layers[head].units == classes and layers[head].activation.__name__ == "softmax"
     assert set(model.output_names if hasattr(model, "output_names") else model.output) == {"age", "gender", "race"}
     outputs = model(np.zeros((2, 16), np.float32), training=False)
-    assert {name: tuple(value.shape) for name, value in outputs.items()} == {"age": (2, 101), "gender": (2, 2), "race": (2, 5)}
+    assert {name: tuple(value.shape) for name, value in outputs.items()} == {"age": (2, 101), "gender": (2, 2), "race": (2, 7)}
+    assert build_heads(HeadsConfig(feature_size=16, race_classes=5)).get_layer("race").units == 5  # UTKFace's 5, as before
 
 
 def test_age_loss_is_cross_entropy_plus_weighted_expectation_error():
@@ -260,7 +261,7 @@ def test_predict_views_averages_the_chosen_views():
     for name in ("age", "gender", "race"):
         assert np.allclose(both[name], (plain[name] + mirrored[name]) / 2, atol=1e-6)
         assert np.allclose(only_plain[name], plain[name], atol=1e-6)
-    assert heads.predict(np.zeros((0, 8), np.float32))["race"].shape == (0, 5)
+    assert heads.predict(np.zeros((0, 8), np.float32))["race"].shape == (0, 7)
     assert heads.predict(np.zeros((0, 8), np.float32))["age"].shape == (0, 101)
 
 
