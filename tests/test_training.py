@@ -64,7 +64,9 @@ def test_train_writes_heads_sidecar_logs_and_report(tiny_utkface, tmp_path):
     heads = load_heads(output)
     metadata = json.loads(output.with_suffix(".json").read_text())
     # the sidecar and the run's report carry the validation metrics the run returned
-    assert metadata["validation"] == {k: report[k] for k in ("n", "age_mae", "age_cs5", "gender_accuracy", "race_accuracy")}
+    headline = ("n", "age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")
+    assert {k: metadata["validation"][k] for k in headline} == {k: report[k] for k in headline}
+    assert metadata["validation"]["datasets"]["utkface"]["age_mae"] == report["datasets"]["utkface"]["age_mae"] == report["age_mae"]
     assert json.loads((tmp_path / "logs" / "dlib-resnet" / "validation_report.json").read_text())["age_mae"] == report["age_mae"]
     assert metadata["backbone"]["backbone"] == "dlib-resnet" and metadata["classes"]["race"][0] == "White"
     assert metadata["training"]["train_images"] == 18 and metadata["validation"]["n"] == 6
