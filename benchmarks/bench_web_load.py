@@ -1,9 +1,10 @@
 """Load test of the web API: latency, throughput, errors and the server's memory growth.
 
 Starts `uvicorn face.web:app_from_env --factory` on loopback with the default WebConfig
-(2 analyses in flight, 8 queued), warms it up, then sends N requests from C client threads
-with a real photo and reports errors, p50/p95 latency, throughput, and the server's RSS
-before and after the load.
+(4 uploads admitted and batched, 8 queued), warms it up, sends `--serial` requests from one client in
+a loop (the serial throughput), then N requests from C client threads with a real photo,
+and reports errors, p50/p95 latency, throughput against the serial one, and the server's
+RSS before and after the load.
 
     python benchmarks/bench_web_load.py                    # 200 requests, 8 clients, the astronaut
     python benchmarks/bench_web_load.py --image family.jpg --requests 500 --json out.json
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--serial", type=int, default=50, help="requests from one client first, for the serial throughput")
     parser.add_argument("--image", type=Path, default=None, help="photo to send (default: scikit-image's astronaut)")
     parser.add_argument("--config", default=None, help="WebConfig as JSON (default: the defaults)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -118,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             if status != 200:
                 raise SystemExit(f"warm-up request failed: {status} {body[:200]!r}")
         faces = len(json.loads(body)["faces"])
+        t0 = time.perf_counter()
+        for _ in range(args.serial):
+            status, body = request(url + "/api/analyze", image)
+            if status != 200:
+                raise SystemExit(f"serial request failed: {status} {body[:200]!r}")
+        serial_rps = args.serial / (time.perf_counter() - t0)
         rss_before = rss_mib(server.pid)
 
         latencies: list[float] = []
@@ -160,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
         "throughput_rps": round(args.requests / wall, 2),
+        "serial_rps": round(serial_rps, 2),
+        "throughput_vs_serial": round(args.requests / wall / serial_rps, 2),
+        "p95_over_p50": round(percentile(latencies, 0.95) / percentile(latencies, 0.50), 2),
         "wall_s": round(wall, 1),
         "model_load_s": round(load_s, 1),
         "rss_ready_mib": round(rss_ready, 1),
@@ -171,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.requests} requests from {args.clients} clients, {len(image):,}-byte JPEG with {faces} face(s)")
     print(f"errors: {errors}  statuses: {result['statuses']}")
     print(f"latency: p50 {result['p50_ms']} ms  p95 {result['p95_ms']} ms  max {result['max_ms']} ms")
-    print(f"throughput: {result['throughput_rps']} requests/s over {result['wall_s']} s")
+    print(f"latency: p95/p50 {result['p95_over_p50']}")
+    print(f"throughput: {result['throughput_rps']} requests/s over {result['wall_s']} s; one client in a loop: {result['serial_rps']} requests/s; ratio {result['throughput_vs_serial']}")
     print(f"server RSS: ready {result['rss_ready_mib']} MiB, before load {result['rss_before_mib']} MiB, after {result['rss_after_mib']} MiB ({result['rss_growth_pct']:+.1f}%)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

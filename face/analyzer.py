@@ -91,7 +91,9 @@ class Analyzer:
 
     def warm_up(self, batch_size: int = 32) -> None:
         """Trace the network for every batch size it will see (`batch_ladder`), so that no
-        request pays ~0.5 s for a face count it has not met before."""
+        request pays ~0.5 s for a face count it has not met before; and plan the detector
+        for the usual photo sizes."""
+        self.detector.warm_up()
         spec = self.backbone.chip
         for size in batch_ladder(batch_size):
             self.heads.predict(self.heads.features_of(self.backbone, np.zeros((size, spec.size, spec.size, 3), np.uint8), batch_size), batch_size)

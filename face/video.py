@@ -229,7 +229,7 @@ def analyze_video(
                 tracker.update(faces)
                 analysed += 1
                 detected += len(faces)
-            annotated = draw_faces(rgb, [track.face() for track in tracker.visible()])
+            annotated = draw_faces(rgb, [track.face() for track in tracker.visible()], legend=False)
             out = np.ascontiguousarray(annotated[:, :, ::-1])
             elapsed = time.perf_counter() - tick
             if elapsed > 0:

@@ -235,7 +235,7 @@ def test_health_when_ready(client):
 
 def _check_faces(body: dict, width: int, height: int) -> None:
     assert body["image"] == {"width": width, "height": height}
-    assert set(body["timings_ms"]) == {"decode", "detect", "predict", "total"}
+    assert set(body["timings_ms"]) == {"decode", "detect", "predict", "total", "batched_with"}
     assert all(value >= 0 for value in body["timings_ms"].values())
     assert body["timings_ms"]["total"] >= body["timings_ms"]["detect"]
     for face in body["faces"]:

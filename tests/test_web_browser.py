@@ -121,3 +121,27 @@ def test_page_shows_the_api_error(open_page):
     assert page.get_attribute("body", "data-state") == "error"
     assert page.get_attribute("#photo", "data-faces") is None
     assert page.locator("#results tbody tr").count() == 0
+
+
+STS106 = ROOT.parent / "shared" / "demo" / "nasa_sts106_crew_on_iss_2000.jpg"
+
+
+@pytest.mark.skipif(not STS106.is_file(), reason="needs ../shared/demo")
+def test_phone_width_crowd_gets_numbers_on_the_photo(open_page):
+    """Seven crew members on a 390-px-wide page: full labels would cover each other and the
+    faces, so the photo carries numbers and the table the rest; the astronaut alone keeps
+    her full label."""
+    page = open_page(390, 844)
+    page.set_input_files("#file-input", files=[{"name": "sts106.jpg", "mimeType": "image/jpeg", "buffer": STS106.read_bytes()}])
+    page.wait_for_selector("#photo[data-faces]", timeout=120_000)
+    assert page.get_attribute("#photo", "data-faces") == "7"
+    assert page.get_attribute("#photo", "data-labels") == "numbers"
+    assert page.locator("#results tbody tr").count() == 7
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_page_sts106_390.png"), full_page=True)
+
+    page = open_page(390, 844)
+    page.set_input_files("#file-input", files=[{"name": "astronaut.jpg", "mimeType": "image/jpeg", "buffer": astronaut_jpeg()}])
+    page.wait_for_selector("#photo[data-faces]", timeout=60_000)
+    assert page.get_attribute("#photo", "data-labels") == "full"
+    assert page.problems == []
