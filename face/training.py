@@ -126,17 +126,41 @@ HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": ["categorical_accura
 
 def run_callbacks(run_dir: Path, patience: int, best_path: Path) -> list:
     """Resume after a kill, keep the best epoch (weights only for a .weights.h5 path), stop when
-    stuck, log to CSV and TensorBoard."""
+    stuck, log to CSV and TensorBoard.
+
+    The backup is written last in each epoch, after the epoch's CSV row: a run killed between
+    the two redoes that epoch, and the CSV rows of epochs the backup does not hold are dropped
+    before the CSV logger appends, so history.csv keeps exactly one row per epoch.
+    """
     import keras
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    trim_history(run_dir / "history.csv", run_dir / "backup")
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=best_path.name.endswith(".weights.h5")),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        # last: its on_train_begin restores (fit reads the epoch after every callback's), and
+        # its on_epoch_end backs up an epoch only once that epoch is logged
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
     ]
+
+
+def trim_history(history: Path, backup: Path) -> None:
+    """Keep only the rows of history.csv for epochs that Keras's backup in `backup` has finished."""
+    metadata = backup / "training_metadata.json"  # BackupAndRestore's {"epoch": epochs finished, ...}
+    if not (metadata.is_file() and history.is_file()):
+        return
+    finished = int(json.loads(metadata.read_text())["epoch"])
+    header, *rows = history.read_text().splitlines(keepends=True) or [""]
+
+    def kept(row: str) -> bool:
+        epoch = row.split(",", 1)[0]
+        return row.endswith("\n") and epoch.isdigit() and int(epoch) < finished  # (a cut-off last row goes too)
+
+    if not all(kept(row) for row in rows):
+        history.write_text(header + "".join(row for row in rows if kept(row)))
 
 
 def split_rows(dataset, config: TrainConfig):

@@ -396,7 +396,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _multipart_file(body: bytes, content_type: str) -> bytes:
     """The `file` field of a multipart/form-data body (the first one, if repeated)."""
     from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
@@ -441,6 +441,8 @@ def _multipart_file(body: bytes, content_type: str) -> bytes:
         parser.finalize()
     except (MultipartParseError, ValueError, TypeError) as error:
         raise HTTPException(400, f"malformed multipart/form-data body ({error})") from None
+    if parser.state != MultipartState.END:  # cut short: no closing boundary (the parser does not complain)
+        raise HTTPException(400, "malformed multipart/form-data body (it ends before its closing boundary)")
     for name, data in parts:
         if name == b"file":
             return bytes(data)

@@ -17,6 +17,9 @@ from PIL import Image
 
 from face import Analyzer, HowoldError
 from face.data import GENDERS, RACES
+from face.heads import AGE_GROUPS, age_group_label
+
+ADIENCE_GROUPS = [age_group_label(group) for group in range(len(AGE_GROUPS))]  # "0-2", ..., "60-100"
 
 FACE_BOX = (179, 83, 266, 170)  # HOG's box at upsample=0
 
@@ -48,7 +51,7 @@ def check_face(face: dict, width: int, height: int) -> None:
     assert isinstance(face["age"], float) and 0 <= face["age"] <= 100
     low, high = face["age_interval"]
     assert 0 <= low <= face["age"] <= high <= 100
-    assert isinstance(face["age_group"], str) and face["age_group"]
+    assert face["age_group"] in ADIENCE_GROUPS and 1 / len(ADIENCE_GROUPS) <= face["age_group_confidence"] <= 1.0
     assert face["gender"] in GENDERS and 0.5 <= face["gender_confidence"] <= 1.0
     assert face["race"] in RACES and set(face["race_confidences"]) == set(RACES)
     assert abs(sum(face["race_confidences"].values()) - 1.0) < 0.01
@@ -182,3 +185,22 @@ def test_face_at_the_image_border(analyzer, astronaut, astronaut_faces):
         check_face(face, top_cut.shape[1], top_cut.shape[0])
     faces = analyzer.analyze(top_cut, boxes=[(left, -10, right, bottom - top - 10)])
     assert len(faces) == 1 and faces[0]["box"][1] == 0
+
+
+def test_flip_tta_averages_each_face_with_its_mirror_image(analyzer, astronaut, monkeypatch):
+    """Flip TTA is the mean of the face and its left-right mirror, so a face and its mirror get one answer."""
+    chips = analyzer.chips(astronaut, analyzer.detect(astronaut))
+    mirrored = np.stack([np.fliplr(chip) for chip in chips])  # left-right, each chip on its own
+
+    def plain(batch):
+        return analyzer.heads.predict(analyzer.heads.features_of(analyzer.backbone, np.ascontiguousarray(batch)))
+
+    face, mirror = plain(chips), plain(mirrored)
+    assert not np.allclose(face["age"], mirror["age"], atol=1e-4)  # the mirror is another input to the network
+    monkeypatch.setattr(analyzer, "tta", ("flip",))
+    flipped = analyzer.predict_probabilities(chips)
+    for name in ("age", "gender", "race"):
+        assert np.allclose(flipped[name], (face[name] + mirror[name]) / 2, atol=1e-4), name
+        assert np.allclose(analyzer.predict_probabilities(mirrored)[name], flipped[name], atol=1e-4), name
+    answer = analyzer.analyze(astronaut)[0]
+    assert answer["age"] == pytest.approx(float(((face["age"] + mirror["age"]) / 2)[0] @ np.arange(101)), abs=0.06)

@@ -1,5 +1,7 @@
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from face.data import load_dataset, parse_name, split_dataset
@@ -65,3 +67,45 @@ def test_real_utkface_names():
     assert len(dataset.skipped) == 3
     labels = dataset.labels()
     assert labels["age"].min() == 1 and labels["age"].max() == 116
+
+
+@pytest.mark.parametrize("age, kept", [(0, True), (99, True), (120, True), (121, False), (999, False)])
+def test_ages_up_to_120_are_kept(age, kept):
+    name = f"{age}_1_3_20170104023102422.jpg.chip.jpg"
+    parsed = parse_name(name)
+    assert (parsed is not None) == kept
+    if kept:
+        assert parsed.path == Path(name) and (parsed.age, parsed.gender, parsed.race) == (age, 1, 3)
+
+
+def test_labels_follow_the_file_names(tiny_utkface):
+    (tiny_utkface / "0_a_subfolder").mkdir()  # sorts first; skipped, not the end of the listing
+    dataset = load_dataset(tiny_utkface)
+    assert len(dataset) == 24 and dataset.root == tiny_utkface
+    labels = dataset.labels()
+    for name in ("age", "gender", "race"):
+        assert labels[name].dtype == np.int32 and len(labels[name]) == 24
+    for index, face in enumerate(dataset.faces):
+        age, gender, race = (int(part) for part in face.path.name.split("_")[:3])
+        assert face.path.parent == tiny_utkface
+        assert (labels["age"][index], labels["gender"][index], labels["race"][index]) == (age, gender, race) == (face.age, face.gender, face.race)
+    assert [f.path.name for f in dataset.faces] == sorted(f.path.name for f in dataset.faces)
+
+
+def test_limit_takes_the_first_faces_by_name(tiny_utkface):
+    everything = load_dataset(tiny_utkface)
+    first = load_dataset(tiny_utkface, limit=5)
+    assert first.faces == everything.faces[:5] and first.skipped == everything.skipped
+    assert load_dataset(tiny_utkface, limit=None).faces == everything.faces
+
+
+def test_split_sizes_defaults_and_subsets(tiny_utkface):
+    dataset = load_dataset(tiny_utkface)  # 24 distinct files
+    train, validation = split_dataset(dataset)
+    assert (len(train), len(validation)) == (20, 4)  # round(0.15 * 24) = 4 exactly, when no file has a copy
+    again = split_dataset(dataset, 0.15, 42)
+    assert [f.path for f in again[1].faces] == [f.path for f in validation.faces]  # the defaults: 15%, seed 42
+    assert (len(split_dataset(dataset, 0.5, 1)[1])) == 12
+    assert train.root == dataset.root and train.skipped == [] and validation.root == dataset.root
+    subset = dataset.subset([3, 1])
+    assert subset.faces == [dataset.faces[3], dataset.faces[1]] and subset.skipped == [] and subset.root == dataset.root

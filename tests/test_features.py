@@ -64,3 +64,19 @@ def test_cache_written_with_one_chunk_size_serves_another(tiny_utkface, tmp_path
     first = extract_features(backbone, dataset, AugmentConfig(views=1), cache_root=tmp_path, chunk_size=5, progress=False)
     again = extract_features(backbone, dataset, AugmentConfig(views=1), cache_root=tmp_path, chunk_size=256, progress=False)
     assert backbone.embedded == 12 and np.array_equal(first, again)
+
+
+def test_cache_key_changes_with_every_augmentation_setting(tiny_utkface, tmp_path, backbone):
+    """Another seed (or shift, scale, erasing) gives other random views, so it must not reuse the cache."""
+    tmp_path = tmp_path / "cache"
+    dataset = load_dataset(tiny_utkface, limit=3)
+    base = AugmentConfig(views=3)
+    first = extract_features(backbone, dataset, base, cache_root=tmp_path, progress=False)
+    reseeded = extract_features(backbone, dataset, AugmentConfig(views=3, seed=1), cache_root=tmp_path, progress=False)
+    assert backbone.embedded == 2 * 3 * 3
+    assert np.array_equal(first[:, :2], reseeded[:, :2])  # plain and mirrored views do not depend on the seed
+    assert not np.allclose(first[:, 2], reseeded[:, 2], atol=1e-3)  # the random view does
+    for other in (AugmentConfig(views=3, max_shift=0.1), AugmentConfig(views=3, max_scale=0.1), AugmentConfig(views=3, erasing_probability=0.0), AugmentConfig(views=3, erasing_area=(0.1, 0.2))):
+        extract_features(backbone, dataset, other, cache_root=tmp_path, progress=False)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 6
+    assert backbone.embedded == 6 * 3 * 3
