@@ -68,12 +68,13 @@ def fit(dataset, detector, aligner, spec) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit", action="store_true")
+    parser.add_argument("--weights", default=None, help="extra landmark weightings to compare, e.g. '2,2,1,0,0;2,2,1,0.5,0.5'")
     parser.add_argument("--limit", type=int, default=None, help="images of the split to use (default: all; 2,000 for --fit)")
     args = parser.parse_args()
     if not UTKFACE.is_dir():
         sys.exit(f"{UTKFACE} is absent")
 
-    from face.alignment import Aligner, crop_box
+    from face.alignment import Aligner, crop_box, warp_chip
     from face.analyzer import Analyzer
     from face.data import load_dataset, split_dataset
     from face.detection import FaceDetector
@@ -92,6 +93,9 @@ def main() -> None:
 
     dataset = validation_set if args.limit is None else validation_set.subset(range(min(args.limit, len(validation_set))))
     chips = {"dlib-crop": [], "yunet+dlib": [], "yunet-landmarks": []}
+    weightings = [np.array([float(v) for v in w.split(",")]) for w in args.weights.split(";")] if args.weights else []
+    for weights in weightings:
+        chips["yunet w=" + ",".join(f"{v:g}" for v in weights)] = []
     seconds = {"dlib": 0.0, "warp": 0.0}
     missed = 0
     for face in dataset.faces:
@@ -100,8 +104,8 @@ def main() -> None:
         chips["dlib-crop"].append(aligner.chips(image, [crop_box(image)], spec)[0])
         if found is None:
             missed += 1
-            chips["yunet+dlib"].append(chips["dlib-crop"][-1])
-            chips["yunet-landmarks"].append(chips["dlib-crop"][-1])
+            for name in list(chips)[1:]:
+                chips[name].append(chips["dlib-crop"][-1])
             continue
         started = time.perf_counter()
         chips["yunet+dlib"].append(aligner.chips(image, [found.box], spec)[0])
@@ -109,6 +113,8 @@ def main() -> None:
         started = time.perf_counter()
         chips["yunet-landmarks"].append(aligner.chips(image, [found.box], spec, [found.landmarks])[0])
         seconds["warp"] += time.perf_counter() - started
+        for weights in weightings:
+            chips["yunet w=" + ",".join(f"{v:g}" for v in weights)].append(warp_chip(image, found.landmarks, spec, weights))
     detected = len(dataset) - missed
     print(f"{len(dataset)} validation images, YuNet found a face in {detected} (the {missed} others use dlib-crop chips in every column)")
     print(f"alignment per face: dlib shape predictor + chip {seconds['dlib'] / detected * 1000:.2f} ms, YuNet landmarks warp {seconds['warp'] / detected * 1000:.2f} ms")
@@ -120,12 +126,13 @@ def main() -> None:
         descriptors[name] = analyzer.backbone.embed(batch)
         probabilities = analyzer.predict_probabilities(batch)
         metrics[name] = compute_metrics(probabilities, labels)
-    for a, b in (("dlib-crop", "yunet+dlib"), ("dlib-crop", "yunet-landmarks"), ("yunet+dlib", "yunet-landmarks")):
+    pairs = [("dlib-crop", "yunet+dlib")] + [(a, b) for b in list(chips)[2:] for a in ("dlib-crop", "yunet+dlib")]
+    for a, b in pairs:
         distance = np.linalg.norm(descriptors[a] - descriptors[b], axis=1)
         print(f"descriptor distance {a} vs {b}: mean {distance.mean():.4f}, median {np.median(distance):.4f}, p95 {np.percentile(distance, 95):.4f}, max {distance.max():.4f}")
-    print(f"{'chips':<17}{'age MAE':>9}{'CS@5':>8}{'gender':>9}{'race':>8}")
+    print(f"{'chips':<22}{'age MAE':>9}{'CS@5':>8}{'gender':>9}{'race':>8}")
     for name, report in metrics.items():
-        print(f"{name:<17}{report['age_mae']:>9.3f}{report['age_cs5']:>8.3f}{report['gender_accuracy']:>9.4f}{report['race_accuracy']:>8.4f}")
+        print(f"{name:<22}{report['age_mae']:>9.3f}{report['age_cs5']:>8.3f}{report['gender_accuracy']:>9.4f}{report['race_accuracy']:>8.4f}")
 
 
 if __name__ == "__main__":

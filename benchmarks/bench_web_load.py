@@ -1,7 +1,7 @@
 """Load test of the web API: latency, throughput, errors and the server's memory growth.
 
 Starts `uvicorn face.web:app_from_env --factory` on loopback with the default WebConfig
-(2 analyses in flight, 8 queued), warms it up, sends `--serial` requests from one client in
+(4 uploads admitted and batched, 8 queued), warms it up, sends `--serial` requests from one client in
 a loop (the serial throughput), then N requests from C client threads with a real photo,
 and reports errors, p50/p95 latency, throughput against the serial one, and the server's
 RSS before and after the load.

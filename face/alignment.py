@@ -34,17 +34,26 @@ YUNET_TEMPLATE = np.array(
     np.float32,
 )
 
+#: How much each landmark counts in the fit. dlib places its chips by four eye corners and
+#: the base of the nose, never the mouth, so the eyes count double and the mouth corners half:
+#: on UTKFace's validation split that gave age MAE 4.560, gender 94.55%, race 88.29% against
+#: 4.593 / 94.79% / 87.99% with equal weights, and 4.565 / 94.69% / 88.33% with dlib's own
+#: alignment in the same boxes (`python benchmarks/bench_alignment.py --weights ...`).
+LANDMARK_WEIGHTS = np.array([2.0, 2.0, 1.0, 0.5, 0.5])
 
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+
+def similarity_transform(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """The 2x3 rotation + uniform scale + shift that maps `source` points closest to `target`
-    in least squares (Umeyama's closed form); exact and deterministic, unlike RANSAC fits."""
+    in weighted least squares (Umeyama's closed form); exact and deterministic, unlike RANSAC fits."""
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    weights = np.ones(len(source)) if weights is None else np.asarray(weights, np.float64)
+    weights = weights / weights.sum()
+    source_mean, target_mean = weights @ source, weights @ target
     s, t = source - source_mean, target - target_mean
     # complex-number form: target ~ z * source with z = scale * e^(i angle)
-    a = (s[:, 0] * t[:, 0] + s[:, 1] * t[:, 1]).sum()
-    b = (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]).sum()
-    norm = (s**2).sum()
+    a = (weights * (s[:, 0] * t[:, 0] + s[:, 1] * t[:, 1])).sum()
+    b = (weights * (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0])).sum()
+    norm = (weights[:, None] * s**2).sum()
     matrix = np.array([[a, -b], [b, a]]) / norm
     return np.hstack([matrix, (target_mean - matrix @ source_mean)[:, None]])
 
@@ -54,11 +63,12 @@ def template_in_chip(spec: ChipSpec, template: np.ndarray = YUNET_TEMPLATE) -> n
     return (template + spec.padding) / (1 + 2 * spec.padding) * (spec.size - 1)
 
 
-def warp_chip(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec) -> np.ndarray:
+def warp_chip(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec, weights: np.ndarray | None = None) -> np.ndarray:
     """The chip whose template points land on `landmarks`; shrinking more than 2x goes
     through an area-averaged resize first, as dlib's pyramid does, so small chips of big
     faces do not alias."""
-    transform = similarity_transform(landmarks, template_in_chip(spec))
+    weights = LANDMARK_WEIGHTS if weights is None else weights
+    transform = similarity_transform(landmarks, template_in_chip(spec), weights)
     scale = float(np.hypot(*transform[:, 0]))
     if scale < 0.5:
         shrink = 2 * scale  # leaves a factor of 1/2 for the warp
@@ -72,7 +82,7 @@ def warp_chip(image: np.ndarray, landmarks: np.ndarray, spec: ChipSpec) -> np.nd
             image = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
             fx, fy = size[0] / region.shape[1], size[1] / region.shape[0]
             landmarks = (landmarks - [left, top]) * [fx, fy]
-            transform = similarity_transform(landmarks, template_in_chip(spec))
+            transform = similarity_transform(landmarks, template_in_chip(spec), weights)
     return cv2.warpAffine(image, transform, (spec.size, spec.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 

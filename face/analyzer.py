@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -91,7 +91,9 @@ class Analyzer:
 
     def warm_up(self, batch_size: int = 32) -> None:
         """Trace the network for every batch size it will see (`batch_ladder`), so that no
-        request pays ~0.5 s for a face count it has not met before."""
+        request pays ~0.5 s for a face count it has not met before; and plan the detector
+        for the usual photo sizes."""
+        self.detector.warm_up()
         spec = self.backbone.chip
         for size in batch_ladder(batch_size):
             self.heads.predict(self.heads.features_of(self.backbone, np.zeros((size, spec.size, spec.size, 3), np.uint8), batch_size), batch_size)
@@ -124,34 +126,60 @@ class Analyzer:
         """
         if crop and boxes is not None:
             raise ValueError("give boxes or crop=True, not both")
-        return self._analyze_loaded([load_image(image)], [CROP if crop else boxes])[0]
+        return self._analyze_loaded([(load_image(image), CROP if crop else boxes)])[0]
 
-    def analyze_many(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[dict]:
-        """{"source", "faces"} per image, or {"source", "error"} for one that failed.
+    def analyze_many(self, images: Iterable[ImageInput], batch_size: int = 32, crop: bool = False) -> list[dict]:
+        """{"source", "faces"} per image, or {"source", "error"} for one that failed."""
+        return list(self.analyze_stream(images, batch_size, crop))
 
-        Faces of all the images go through the network together, in batches.
+    def analyze_stream(self, sources: Iterable[ImageInput], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
+        """{"source", "faces"} or {"source", "error"} per image, in order, as they are done.
+
+        Memory stays bounded whatever the number of sources: `batch_size` images at a time
+        are loaded, detected and aligned one by one (only their chips are kept), then their
+        faces go through the network together (in batches of `batch_size` chips). `crop`:
+        each image is one face, as in `analyze`.
         """
-        results: list[dict] = []
-        loaded, positions = [], []
-        for image in images:
-            results.append({"source": describe(image)})
-            try:
-                loaded.append(load_image(image))
-                positions.append(len(results) - 1)
-            except HowoldError as error:
-                results[-1]["error"] = str(error)
-        for position, faces in zip(positions, self._analyze_loaded(loaded, [None] * len(loaded), batch_size, results, positions)):
-            if "error" not in results[position]:
-                results[position]["faces"] = faces
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        chunk: list[ImageInput] = []
+        for source in sources:
+            chunk.append(source)
+            if len(chunk) == batch_size:
+                yield from self._analyze_chunk(chunk, batch_size, crop)
+                chunk = []
+        if chunk:
+            yield from self._analyze_chunk(chunk, batch_size, crop)
+
+    def _analyze_chunk(self, sources: list[ImageInput], batch_size: int, crop: bool) -> list[dict]:
+        results = [{"source": describe(source)} for source in sources]
+
+        def loaded():  # lazily, so that only one decoded image is held at a time
+            for source, result in zip(sources, results):
+                try:
+                    yield load_image(source), CROP if crop else None
+                except HowoldError as error:
+                    result["error"] = str(error)
+                    yield None, None
+
+        for result, faces in zip(results, self._analyze_loaded(loaded(), batch_size, results)):
+            if "error" not in result:
+                result["faces"] = faces
         return results
 
-    def _analyze_loaded(self, images, boxes_per_image, batch_size=32, results=None, positions=None) -> list[list[dict]]:
+    def _analyze_loaded(self, items: Iterable[tuple[np.ndarray | None, Iterable | None]], batch_size=32, results=None) -> list[list[dict]]:
+        """Faces per (image, boxes) item; boxes None: detect; CROP: the image is one face. A None
+        image (it failed to load) gets []. With `results`, an item's failure goes to
+        results[i]["error"], else it raises."""
         with self._lock:
-            per_image, all_chips, timings = [], [], {"detect_ms": 0.0, "predict_ms": 0.0}
-            for number, (image, boxes) in enumerate(zip(images, boxes_per_image)):
+            per_image, sizes, all_chips, timings = [], [], [], {"detect_ms": 0.0, "predict_ms": 0.0}
+            for number, (image, boxes) in enumerate(items):
                 started = time.perf_counter()
+                found, chips = [], None
                 try:
-                    if boxes is None:
+                    if image is None:
+                        pass  # it failed to load: results[number] says why
+                    elif boxes is None:
                         found = self.detect(image)
                     elif boxes is CROP:
                         found = sorted(self.detect(image), key=lambda d: box_area(d.box))[-1:] or [Detection(crop_box(image), None)]
@@ -162,10 +190,11 @@ class Analyzer:
                 except HowoldError as error:
                     if results is None:
                         raise
-                    results[positions[number]]["error"] = str(error)
+                    results[number]["error"] = str(error)
                     found, chips = [], None
                 timings["detect_ms"] += (time.perf_counter() - started) * 1000
                 per_image.append(found)
+                sizes.append((0, 0) if image is None else image.shape[:2])
                 if chips is not None:
                     all_chips.append(chips)
             started = time.perf_counter()
@@ -174,8 +203,7 @@ class Analyzer:
             timings["predict_ms"] += (time.perf_counter() - started) * 1000
             self.last_timings = {k: round(v, 2) for k, v in timings.items()}
         output, cursor = [], 0
-        for image, found in zip(images, per_image):
-            height, width = image.shape[:2]
+        for (height, width), found in zip(sizes, per_image):
             faces = []
             for detection in found:
                 confidence = detection.confidence

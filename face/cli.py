@@ -13,6 +13,13 @@ DETECTORS = list_detectors()
 COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, not {text}")
+    return value
+
+
 def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
@@ -21,17 +28,41 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
 
 
-def _analyzer(args):
-    from . import Analyzer
+def _analyzer_options(args) -> dict:
     from .backbones import DEFAULT_BACKBONE
 
-    return Analyzer(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=args.tta)
+    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tuple(args.tta))
+
+
+def _analyzer(args):
+    from . import Analyzer
+
+    return Analyzer(**_analyzer_options(args))
+
+
+def _engine(args):
+    from .engines import create_engine
+
+    if args.engine != "ray":
+        return create_engine(args.engine)
+    from .engines.ray import RayOptions
+
+    options = RayOptions(address=args.ray_address, actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor, local_cpus=args.ray_cpus, worker_logs=args.verbose)
+    return create_engine("ray", options=options)
 
 
 def cmd_analyze(args) -> int:
-    from .cli_tasks import analyze_paths
+    from .cli_tasks import analyze_paths, analyze_to_jsonl
+    from .errors import ConfigError
 
-    return analyze_paths(_analyzer(args), args.inputs, args.output_dir, args.json, crop=args.crop)
+    if args.output is None:
+        if args.engine != "local":
+            raise ConfigError(f"--engine {args.engine} writes its results with --output FILE.jsonl")
+        return analyze_paths(_analyzer(args), args.inputs, args.output_dir or "howold_output", args.json, crop=args.crop)
+    if args.json is not None:
+        raise ConfigError("--json and --output are two ways to write the results; give one")
+    with _engine(args) as engine:
+        return analyze_to_jsonl(engine, _analyzer_options(args), args.inputs, args.output, args.batch_size, args.output_dir, crop=args.crop)
 
 
 def cmd_demo(args) -> int:
@@ -112,6 +143,7 @@ def cmd_backbones(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
     from .data import DEFAULT_DATA_DIR
+    from .engines import list_engines
 
     parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
     common = argparse.ArgumentParser(add_help=False)
@@ -120,9 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser("analyze", parents=[common], help="annotate images (files or folders) and write JSON")
     analyze.add_argument("inputs", nargs="+", help="image files or folders")
-    analyze.add_argument("--output-dir", default="howold_output", help="where annotated images go")
+    analyze.add_argument("--output-dir", default=None, help="where annotated images go (default howold_output; with --output: none unless given)")
     analyze.add_argument("--json", default=None, help="write all results to this JSON file (default: print)")
     analyze.add_argument("--crop", action="store_true", help="each image is one face (a folder of face crops): the largest face found in it, else the whole image")
+    analyze.add_argument("--output", default=None, metavar="FILE.jsonl", help="stream one JSON line per image to this file; a rerun skips the images already in it")
+    analyze.add_argument("--batch-size", type=_at_least_one, default=32, help="images analysed together (with --output)")
+    analyze.add_argument("--engine", default="local", choices=list_engines(), help="with --output: this process, or an actor pool on Ray Data")
+    analyze.add_argument("--ray-address", default=None, help="join this Ray cluster (default: start Ray on this machine)")
+    analyze.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the Ray started here (default: all)")
+    analyze.add_argument("--actors", type=_at_least_one, default=None, help="Ray actors, one Analyzer each (default: as many as the CPUs or GPUs allow)")
+    analyze.add_argument("--cpus-per-actor", type=float, default=1.0)
+    analyze.add_argument("--gpus-per-actor", type=float, default=0.0)
     _add_analyzer_options(analyze)
     analyze.set_defaults(handler=cmd_analyze)
 

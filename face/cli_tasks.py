@@ -1,15 +1,17 @@
 """What `howold analyze` and `howold demo` do, kept apart from argument parsing.
 
-`analyze_paths` exit codes: 0 when every image was analysed, 1 when any input failed
-(unreadable, corrupt, missing) or there was nothing to analyse; the images that could be
-read are still annotated and reported. (2 is the CLI's code for a usage or setup error.)
+`analyze_paths` and `analyze_to_jsonl` exit codes: 0 when every image was analysed, 1 when
+any input failed (unreadable, corrupt, missing) or there was nothing to analyse; the images
+that could be read are still annotated and reported. (2 is the CLI's code for a usage or
+setup error.)
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Any, Iterable, Mapping, TextIO
 
 import numpy as np
 from PIL import Image
@@ -17,6 +19,7 @@ from PIL import Image
 from .drawing import draw_faces
 from .errors import HowoldError
 from .images import is_image_path, load_image
+from .results import ResultsWriter, completed_sources
 
 #: Inputs with these suffixes keep a lossless annotated copy (.png); others get .jpg.
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -130,6 +133,59 @@ def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path
     where = f"; annotated images in {output}" if output is not None and len(files) > failed else ""
     _say(f"{len(files) - failed} of {len(files)} images analysed, {faces} faces{where}" + (f"; {len(skipped)} skipped" if skipped else ""))
     return 0 if failed == 0 else 1
+
+
+def analyze_to_jsonl(
+    engine,
+    analyzer_options: Mapping[str, Any],
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    batch_size: int = 32,
+    output_dir: str | Path | None = None,
+    crop: bool = False,
+) -> int:
+    """Analyse image files and folders with `engine`, appending one JSON line per image to
+    `output` as results come; sources already in `output` are skipped (resume).
+
+    With `output_dir`, annotated copies are written too (each image is read a second
+    time). `crop`: each image is one face. Ends with a summary line: images, faces, errors,
+    images/s.
+    """
+    from tqdm import tqdm
+
+    files, skipped = expand_inputs(inputs)
+    for path, reason in skipped:
+        _say(f"{path}: {reason}")
+    if not files:
+        _say("no images to analyse")
+        return 1
+    done = completed_sources(output)
+    sources = list(dict.fromkeys(str(path) for path in files))  # each once, even if named twice
+    todo = [source for source in sources if source not in done]
+    annotated_dir = Path(output_dir) if output_dir is not None else None
+    used = {Path(entry["annotated"]).name for entry in done.values() if "annotated" in entry}
+    images = faces = errors = 0
+    started = time.perf_counter()
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=len(todo), unit="image", dynamic_ncols=True, mininterval=0.1 if interactive else 5.0, disable=not todo)
+    with ResultsWriter(output) as writer, bar:
+        for result in engine.run(todo, analyzer_options, batch_size, crop) if todo else ():
+            if "error" in result:
+                errors += 1
+                bar.write(f"howold: {_problem(Path(result['source']), HowoldError(result['error']))}", file=sys.stderr)
+            else:
+                faces += len(result["faces"])
+                if annotated_dir is not None:
+                    path = Path(result["source"])
+                    saved = save_image(draw_faces(load_image(path), result["faces"]), annotated_dir / annotated_name(path, used))
+                    result["annotated"] = str(saved)
+            writer.write(result)
+            images += 1
+            bar.update()
+    seconds = time.perf_counter() - started
+    before = f" ({len(sources) - len(todo)} already in {output})" if len(todo) < len(sources) else ""
+    _say(f"{images} images{before}, {faces} faces, {errors} errors, {images / seconds:.1f} images/s; results in {output}" + (f"; {len(skipped)} skipped" if skipped else ""))
+    return 0 if errors == 0 else 1
 
 
 def demo_image() -> np.ndarray:

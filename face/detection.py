@@ -34,6 +34,12 @@ class FaceDetector:
         if self.upsample is None:
             self.upsample = DEFAULT_UPSAMPLE.get(self.method, 0)
 
+    def warm_up(self) -> None:
+        """Plan for the sizes most photos come to after the shrinking: 4:3 and 16:9 camera
+        photos, landscape and portrait, at `max_side`."""
+        sides = [(self.max_side, self.max_side * 3 // 4), (self.max_side, self.max_side * 9 // 16)]
+        self._detector.warm_up(sides + [(h, w) for w, h in sides])
+
     def detect(self, image: np.ndarray) -> list[Detection]:
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))

@@ -15,6 +15,12 @@ arrives (so a chunked upload cannot pass the limit), and multipart bodies are pa
 in memory with python-multipart (Starlette's own form parser spools files over 1 MiB to
 a temporary file, so it is not used).
 
+On a machine with few cores, concurrent analyses only make TensorFlow's threads wait for
+each other. So admitted uploads queue for one model lock, and the thread that takes it
+analyses every upload waiting with the same options in one batch: with 8 clients the
+server then does more requests a second than one client in a loop
+(benchmarks/bench_web_load.py). The model is warmed up for every batch size at start-up.
+
 Run it with ``howold serve`` or ``uvicorn face.web:app_from_env --factory``.
 """
 from __future__ import annotations
@@ -67,7 +73,7 @@ class WebConfig:
     detector: str = "yunet"
     heads: Optional[str] = None
     max_upload_bytes: int = 10 * MiB
-    max_concurrent: int = 2  # analyses running at once
+    max_concurrent: int = 4  # uploads admitted at once: those waiting for the model go through it in one batch
     max_queue: int = 8  # analyses waiting for a slot; beyond that: 503 + Retry-After
     request_timeout_s: float = 30.0  # queueing + analysis; beyond that: 504
     cors_origins: tuple[str, ...] = ()  # no CORS headers unless origins are given

@@ -51,3 +51,19 @@ def make_utkface_folder(folder: Path, count: int, seed: int = 0) -> Path:
 @pytest.fixture
 def tiny_utkface(tmp_path) -> Path:
     return make_utkface_folder(tmp_path / "utk", 24)
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    """About 50 made-up photos plus broken and awkward files (tests/photo_folder.py)."""
+    from photo_folder import make_photo_folder
+
+    return make_photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def photo_results(photos) -> list[dict]:
+    """Their results from today's analyze_many (HOG, no upsampling): every image in one batch."""
+    from face import Analyzer
+
+    return Analyzer(detector="hog", upsample=0).analyze_many([str(p) for p in photos], batch_size=len(photos))

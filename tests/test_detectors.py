@@ -132,3 +132,21 @@ def test_yunet_finds_every_face_on_the_demo_photos(yunet, name: str, count: int)
     found = yunet.detect(load_image(DEMO / name))
     assert len(found) == count
     assert min(d.confidence for d in found) >= yunet.threshold
+
+
+def test_each_image_size_keeps_its_planned_network_and_answers_do_not_depend_on_order() -> None:
+    """OpenCV re-plans YuNet for every new input size; sizes seen before reuse their network."""
+    from skimage import data
+
+    from face.detectors.yunet import MAX_SIZES, YuNetDetector
+
+    astronaut = rgb(data.astronaut())
+    wide = np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1))  # 1024x512, two faces
+    detector = YuNetDetector()
+    first = [detector.find(image) for image in (astronaut, wide, astronaut, wide)]
+    assert [len(found) for found in first] == [1, 2, 1, 2]
+    assert first[0][0].box == first[2][0].box and np.array_equal(first[0][0].landmarks, first[2][0].landmarks)
+    sizes = set(detector._nets)
+    assert {(512, 512), (1024, 512)} <= sizes and len(sizes) <= MAX_SIZES
+    fresh = YuNetDetector().find(wide)
+    assert [d.box for d in fresh] == [d.box for d in first[1]]

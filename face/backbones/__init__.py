@@ -6,48 +6,40 @@ created, so using the dlib backbone never loads TensorFlow.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .base import INPUT_LAYER, Backbone, ChipSpec, KerasBackbone
 
 # name -> "module:factory"; a module registers more with `register_backbone`.
-_REGISTRY: dict[str, str | Callable[..., Backbone]] = {
+BACKBONES: Registry[Backbone] = Registry("backbone", {
     "dlib-resnet": "face.backbones.dlib_resnet:DlibResNet",
     "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
     "levi-hassner": "face.backbones.levi_hassner:LeviHassner",
-}
+})
 
 # The same network as "dlib-resnet" (equal within 1e-6), run batched by TensorFlow: several times faster.
 DEFAULT_BACKBONE = "dlib-resnet-keras"
 
 
 def register_backbone(name: str, factory: Callable[..., Backbone]) -> None:
-    _REGISTRY[name] = factory
+    BACKBONES.register(name, factory)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def backbone_factory(name: str) -> Callable[..., Backbone]:
     """The class or function that builds `name`, importing its module (and so registering
     its custom Keras layers, which fine-tuned model files contain)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}") from None
-    if isinstance(factory, str):
-        module_name, attribute = factory.split(":")
-        factory = getattr(importlib.import_module(module_name), attribute)
-    return factory
+    return BACKBONES.factory(name)
 
 
 def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     """Build the backbone called `name`; kwargs go to its constructor (e.g. ``weights=``)."""
-    return backbone_factory(name)(**kwargs)
+    return BACKBONES.create(name, **kwargs)
 
 
 __all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "list_backbones", "register_backbone"]

@@ -6,40 +6,32 @@ their detector is created, so YuNet never loads dlib and dlib never loads the ON
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .base import Detection, Detector
 
-_REGISTRY: dict[str, str | Callable[..., Detector]] = {
+DETECTORS: Registry[Detector] = Registry("detector", {
     "yunet": "face.detectors.yunet:YuNetDetector",
     "hog": "face.detectors.dlib_detectors:HogDetector",
     "cnn": "face.detectors.dlib_detectors:CnnDetector",
-}
+})
 
 #: A small CNN: finds profile and small faces HOG misses, at a fraction of dlib's CNN's cost.
 DEFAULT_DETECTOR = "yunet"
 
 
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:
-    _REGISTRY[name] = factory
+    DETECTORS.register(name, factory)
 
 
 def list_detectors() -> list[str]:
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **kwargs) -> Detector:
     """Build the detector called `name`; kwargs go to its constructor (e.g. ``threshold=``)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown detector {name!r}; choose one of {', '.join(list_detectors())}") from None
-    if isinstance(factory, str):
-        module_name, attribute = factory.split(":")
-        factory = getattr(importlib.import_module(module_name), attribute)
-    return factory(**kwargs)
+    return DETECTORS.create(name, **kwargs)
 
 
 __all__ = ["DEFAULT_DETECTOR", "Detection", "Detector", "create_detector", "list_detectors", "register_detector"]

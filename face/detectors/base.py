@@ -1,6 +1,7 @@
 """The interface every face detector implements."""
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -32,6 +33,14 @@ class Detector(ABC):
     name: str
     #: the detector's default minimum score, chosen by measurement (see its module)
     threshold: float
+
+    def __init__(self, threshold: float | None = None):
+        if threshold is not None:
+            self.threshold = threshold
+        self._lock = threading.Lock()  # one dlib or OpenCV net is not safe to run from two threads at once
+
+    def warm_up(self, sizes: list[tuple[int, int]]) -> None:
+        """Prepare for images of these (width, height) sizes, if the detector plans per size."""
 
     @abstractmethod
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:

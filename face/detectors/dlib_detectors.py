@@ -3,8 +3,6 @@ finds more, slowly). Neither gives landmarks: faces are aligned by dlib's 5-poin
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from ..backbones.dlib_resnet import dlib_model_path
@@ -22,10 +20,8 @@ class HogDetector(Detector):
     def __init__(self, threshold: float | None = None):
         import dlib
 
-        if threshold is not None:
-            self.threshold = threshold
+        super().__init__(threshold)
         self._detector = dlib.get_frontal_face_detector()
-        self._lock = threading.Lock()
 
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
         if min(image.shape[:2]) * 2**upsample < MIN_SIDE:
@@ -42,10 +38,8 @@ class CnnDetector(Detector):
     def __init__(self, threshold: float | None = None):
         import dlib
 
-        if threshold is not None:
-            self.threshold = threshold
+        super().__init__(threshold)
         self._detector = dlib.cnn_face_detection_model_v1(str(dlib_model_path("cnn_detector")))
-        self._lock = threading.Lock()
 
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
         if min(image.shape[:2]) * 2**upsample < MIN_SIDE:
