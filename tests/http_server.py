@@ -5,6 +5,8 @@ Routes, for a file NAME in the folder:
   /truncated/NAME  Content-Length of the whole file, then half the bytes and a closed connection
   /nolength/NAME   half the bytes, no Content-Length (only an expected size can catch it)
 Anything else is a 404.
+
+Also `http_response`, for web tests that speak HTTP over a raw socket.
 """
 from __future__ import annotations
 
@@ -87,3 +89,24 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     root.mkdir()
     with serve_files(root) as server:
         yield server
+
+
+def http_response(sock: socket.socket, timeout: float = 20) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response with a Content-Length from a raw socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return status, headers, body

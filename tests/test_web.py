@@ -28,6 +28,8 @@ httpx = pytest.importorskip("httpx")
 
 from face.web import CONFIG_ENV, WebConfig  # noqa: E402
 
+from http_server import http_response  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT.parent / "shared" / "demo"
 MiB = 1024 * 1024
@@ -104,7 +106,7 @@ class LiveServer:
     def log_tail(self) -> str:
         return Path(self.log.name).read_text(errors="replace")[-3000:]
 
-    def wait_ready(self, timeout: float = 240.0) -> "LiveServer":
+    def wait_ready(self, timeout: float = 900.0) -> "LiveServer":
         """Wait for /api/health to say ready."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -383,27 +385,6 @@ def test_decompression_bomb_is_413_unread(client, width, height):
 # ---- size limits --------------------------------------------------------------------------
 
 
-def _http_response(sock: socket.socket, timeout: float = 20) -> tuple[int, dict[str, str], bytes]:
-    """Read one HTTP/1.1 response with a Content-Length from a raw socket."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    while len(body) < int(headers.get("content-length", 0)):
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        body += piece
-    return status, headers, body
-
-
 def test_declared_oversize_upload_is_413_before_the_body_is_sent(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(
@@ -411,7 +392,7 @@ def test_declared_oversize_upload_is_413_before_the_body_is_sent(server):
             + f"Content-Length: {LIMIT + 1}\r\n\r\n".encode()
             + astronaut_jpeg()[:1000]  # and nothing more: the answer must not wait for the rest
         )
-        status, headers, body = _http_response(sock)
+        status, headers, body = http_response(sock)
     assert status == 413
     assert headers["content-type"] == "application/json"
     assert "limit" in json.loads(body)["detail"]

@@ -23,9 +23,12 @@ httpx = pytest.importorskip("httpx")
 
 from face.web import MULTIPART_OVERHEAD, WebConfig, create_app  # noqa: E402
 
+from http_server import http_response  # noqa: E402
+
 MiB = 1024 * 1024
 LIMIT = 10 * MiB
 WAIT_S = 120  # how long a test waits for something that must happen, before it fails
+LOAD_WAIT_S = 900  # the same for loading and warming up the model, which a loaded 2-core machine can make slow
 
 
 def blank_png(size: int = 64) -> bytes:
@@ -45,9 +48,9 @@ def astronaut_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def eventually(condition: Callable[[], bool], what: str) -> None:
+def eventually(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
     """Wait until `condition()` holds (polling a state, not guessing a duration)."""
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"still waiting for {what}")
@@ -110,7 +113,7 @@ def running(config: WebConfig, gate_load: Gate | None = None, gate_analysis: Gat
     try:
         eventually(lambda: server.server.started, "uvicorn to start")
         if gate_load is None:
-            eventually(lambda: server.health()["status"] != "loading", "the model to load")
+            eventually(lambda: server.health()["status"] != "loading", "the model to load", LOAD_WAIT_S)
             assert server.health()["status"] == "ready"
         yield server
     finally:
@@ -136,7 +139,7 @@ def test_health_says_loading_until_the_model_is_ready():
         assert refused.status_code == 503 and "loading" in refused.json()["detail"]
         assert int(refused.headers["retry-after"]) >= 1
         gate.opened.set()
-        eventually(lambda: server.health()["status"] != "loading", "the model to load")
+        eventually(lambda: server.health()["status"] != "loading", "the model to load", LOAD_WAIT_S)
         ready = httpx.get(server.url + "/api/health", timeout=WAIT_S)
         assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["detector"] == "hog"
         assert server.post(blank_png()).status_code == 200
@@ -206,24 +209,6 @@ def counting(app, received: list[int]):
     return counted
 
 
-def _response(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    headers = dict(line.split(":", 1) for line in head.decode("latin-1").split("\r\n")[1:])
-    length = int({k.strip().lower(): v for k, v in headers.items()}.get("content-length", 0))
-    while len(body) < length:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        body += piece
-    return int(head.split()[1]), body
-
-
 @pytest.fixture(scope="module")
 def counted() -> Iterator[tuple[Server, list[int]]]:
     """A server with default limits whose app counts the body bytes it takes; the tests reset the count."""
@@ -247,7 +232,7 @@ def test_chunked_upload_is_cut_off_at_the_limit(counted):
 
         sender = threading.Thread(target=send_forever, daemon=True)
         sender.start()
-        status, body = _response(sock)
+        status, _, body = http_response(sock, WAIT_S)
         sock.shutdown(socket.SHUT_RDWR)
         sender.join(WAIT_S)
     assert status == 413
