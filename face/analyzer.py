@@ -182,7 +182,8 @@ class Analyzer:
                     elif boxes is None:
                         found = self.detect(image)
                     elif boxes is CROP:
-                        found = sorted(self.detect(image), key=lambda d: box_area(d.box))[-1:] or [Detection(crop_box(image), None)]
+                        largest = max(self.detect(image), key=lambda d: box_area(d.box), default=None)
+                        found = [largest or Detection(crop_box(image), None)]
                     else:
                         found = [Detection(tuple(int(round(v)) for v in box), None) for box in boxes]
                         _check_boxes(found, image)

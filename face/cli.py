@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .detectors import DEFAULT_DETECTOR, list_detectors  # noqa: E402 - light: no TensorFlow, dlib or OpenCV
+from .detectors import DEFAULT_DETECTOR, list_detectors  # light: no TensorFlow, dlib or OpenCV
 
 DETECTORS = list_detectors()
 COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}

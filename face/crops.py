@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .alignment import Box, crop_box
+from .detection import box_area
 
 
 def margin_box(image: np.ndarray, margin: float) -> Box:
@@ -28,8 +29,7 @@ def overlap(first: Box, second: Box) -> float:
     if width <= 0 or height <= 0:
         return 0.0
     inter = width * height
-    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
-    return inter / (area(first) + area(second) - inter)
+    return inter / (box_area(first) + box_area(second) - inter)
 
 
 def loose_crop_box(image: np.ndarray, detector, margin: float) -> tuple[Box, bool]:

@@ -9,9 +9,6 @@ import numpy as np
 
 from .detectors import DEFAULT_DETECTOR, Detection, create_detector, list_detectors
 
-#: Default upsampling per detector: dlib's need one doubling for faces under 80 px; YuNet
-#: finds faces of about 10 px without it (benchmarks/bench_detection.py).
-DEFAULT_UPSAMPLE = {"hog": 1, "cnn": 1, "yunet": 0}
 #: Longest side the detector sees by default. YuNet's time grows with the pixels (0.85 s at
 #: 3000x2171 on 2 cores, 0.09 s at 1280) while the smallest face it finds at 1280 is still
 #: small (benchmarks/bench_detection.py measures both).
@@ -32,7 +29,7 @@ class FaceDetector:
         self._detector = create_detector(self.method, threshold=self.threshold)
         self.threshold = self._detector.threshold
         if self.upsample is None:
-            self.upsample = DEFAULT_UPSAMPLE.get(self.method, 0)
+            self.upsample = self._detector.default_upsample
 
     def warm_up(self) -> None:
         """Plan for the sizes most photos come to after the shrinking: 4:3 and 16:9 camera

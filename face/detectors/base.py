@@ -33,6 +33,8 @@ class Detector(ABC):
     name: str
     #: the detector's default minimum score, chosen by measurement (see its module)
     threshold: float
+    #: times the image is doubled before detection unless the caller says otherwise
+    default_upsample: int = 0
 
     def __init__(self, threshold: float | None = None):
         if threshold is not None:

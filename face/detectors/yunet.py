@@ -24,7 +24,7 @@ MODEL_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0
 MIN_SIDE = 32
 #: Images are padded (black, right and bottom) to multiples of this many pixels, as YuNet
 #: pads them itself. OpenCV re-plans the network for every new input size, which costs
-#: 30-70 ms on 2 cores, so each padded size keeps a network of its own (the last
+#: tens of milliseconds, so each padded size keeps a network of its own (the last
 #: `MAX_SIZES`): photos of a size seen before, in any order, pay no planning.
 SIZE_STEP = 32
 MAX_SIZES = 8
@@ -46,6 +46,7 @@ class YuNetDetector(Detector):
     name = "yunet"
     #: Real faces on the demo photos and FairFace crops score 0.6-0.95; see benchmarks/bench_detection.py.
     threshold = 0.6
+    default_upsample = 0  # it finds faces of about 10 px as it sees them (benchmarks/bench_detection.py)
 
     def __init__(self, threshold: float | None = None, model: str | Path | None = None, sha256: str | None = MODEL_SHA256, nms_threshold: float = 0.3):
         path = Path(model) if model else default_model_path()
