@@ -165,6 +165,7 @@ def face_counts(repeats: int) -> None:
         ratios.append((first / statistics.median(times), count, first * 1000, statistics.median(times) * 1000))
     worst = max(ratios)
     print("\n4. The network alone, each face count 1-32 for the first time after warm_up()")
+    print("  " + " | ".join(f"{count}: {first:.0f}/{median:.0f} ms" for _, count, first, median in ratios))
     print(f"  first call / median: median {statistics.median(r[0] for r in ratios):.2f}x, worst {worst[0]:.2f}x "
           f"({worst[1]} faces: {worst[2]:.1f} vs {worst[3]:.1f} ms)")
 
