@@ -67,6 +67,14 @@ def test_partial_race_labels_are_trained_by_the_likelihood_of_their_set():
     assert np.isclose(float(race_set_loss(0.0)(asian, probabilities)[0]), -np.log(0.5), atol=1e-6)
     indian = race_set_targets(np.array([3]), np.array([4]))
     assert np.isclose(float(race_set_loss(0.0)(indian, probabilities)[0]), -np.log(0.1), atol=1e-6)
+    # FairFace's own race, where known, not the set of UTKFace's class: Southeast Asian alone
+    assert race_set_targets(np.array([2]), np.array([3])).tolist() == [[0, 0, 0, 1, 0, 0, 0]]
+    # heads of UTKFace's 5 races: plain one-hot labels
+    assert race_set_targets(np.array([1, 3]), np.array([-1, 4]), classes=5).tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]]
+    # smoothed, row by row: (1 - s) -log P(set) + s times the mean cross-entropy over the 7 classes
+    rows = np.array([[0.1, 0.1, 0.3, 0.2, 0.1, 0.1, 0.1], [0.4, 0.05, 0.05, 0.1, 0.2, 0.1, 0.1]], np.float32)
+    expected = [0.9 * -np.log(0.5) - 0.1 * np.log(rows[0]).mean(), 0.9 * -np.log(0.2) - 0.1 * np.log(rows[1]).mean()]
+    assert np.allclose(np.asarray(race_set_loss(0.1)(np.concatenate([asian, indian]), rows)), expected, atol=1e-5)
     # the training log's race accuracy: right when the most probable race is in the label's set
     # (East Asian for the Asian label, yes; for the Indian label, no); mixed-up labels: in either
     assert np.asarray(set_accuracy(np.concatenate([asian, indian, (asian + indian) / 2]), np.repeat(probabilities, 3, axis=0))).tolist() == [1.0, 0.0, 1.0]
@@ -76,6 +84,9 @@ def test_partial_race_labels_are_trained_by_the_likelihood_of_their_set():
 def test_age_bins_are_interval_labels_and_exact_ages_keep_their_loss():
     probabilities = np.full((2, 101), 1 / 101, np.float32)
     targets = age_targets(np.array([30, -1]), np.array([4, 2]), sigma=2.0)  # an exact 30; the bin 10-19
+    assert targets.shape == (2, 2 * 101 + 1) and targets[:, -1].tolist() == [0, 1]  # [distribution | bin mask | is-a-bin]
+    newborn = age_targets(np.array([0]), np.array([-1]), sigma=2.0)[0]  # an exact age of 0 is an age too
+    assert newborn[:101].argmax() == 0 and np.isclose(newborn[:101].sum(), 1) and newborn[101:].sum() == 0
     losses = np.asarray(age_loss(0.05)(targets, probabilities))
     distribution = targets[0, :101]
     expected_exact = -np.sum(distribution * np.log(1 / 101)) + 0.05 * abs(50 - 30)
@@ -90,6 +101,9 @@ def test_answers_give_both_race_views_and_they_agree():
     assert answer["race"] == "Asian" and answer["race_fairface"] == "East Asian"
     assert answer["race_confidences"]["Asian"] == pytest.approx(0.55) and answer["race_confidences"]["Others"] == pytest.approx(0.2)
     assert list(answer["race_fairface_confidences"]) == list(FAIRFACE_RACES)
+    uneven = np.array([[0.123456, 0.1, 0.276544, 0.1, 0.1, 0.2, 0.1]])
+    (rounded,) = interpret({**outputs, "race": uneven})
+    assert list(rounded["race_fairface_confidences"].values()) == [0.1235, 0.1, 0.2765, 0.1, 0.1, 0.2, 0.1]  # 4 decimals, as race_confidences
     (old,) = interpret({**outputs, "race": race5_probabilities(race7)})  # heads of UTKFace's 5 races
     assert "race_fairface" not in old and old["race_confidences"] == answer["race_confidences"]
 
