@@ -95,6 +95,79 @@ def run_group(name: str, max_children: int) -> dict:
     }
 
 
+#: Runs in the scratch copy's mutants/ folder: argv[1] a JSON [mutant names, pytest args, output
+#: path]. Each mutant is switched on through mutmut's own variable, and the tests run by pytest in
+#: this one process; `Analyzer(...)` of the same arguments gives the same instance each time
+#: (its constructor is not mutated), so the models load once instead of once per mutant. A
+#: mutant is killed when pytest fails (exit 1), survives when it passes (0); a hang past
+#: TIMEOUT_S fails the running test and counts as caught (timeout).
+IN_PROCESS = """
+import json, os, signal, sys, time
+sys.path.insert(0, os.getcwd())
+import pytest
+import face, face.analyzer
+
+names, tests, output = json.loads(sys.argv[1])
+real, built = face.analyzer.Analyzer, {}
+
+def Analyzer(*args, **kwargs):
+    key = repr((args, sorted(kwargs.items())))
+    if key not in built:
+        built[key] = real(*args, **kwargs)
+    return built[key]
+
+face.Analyzer = Analyzer
+
+def too_long(*_):
+    raise TimeoutError("mutant ran past its time")
+
+signal.signal(signal.SIGALRM, too_long)
+results = {}
+for name in ["", *names]:  # "": no mutant, the tests must pass
+    os.environ["MUTANT_UNDER_TEST"] = name
+    started = time.monotonic()
+    signal.alarm(%d)
+    code = int(pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]))
+    signal.alarm(0)
+    seconds = time.monotonic() - started
+    results[name] = {0: "survived", 1: "killed"}.get(code, f"error {code}") if seconds < %d else "timeout"
+    if name == "" and code != 0:
+        sys.exit(f"the tests fail without a mutant (pytest exit {code})")
+    with open(output, "w") as handle:
+        json.dump(results, handle)
+"""
+TIMEOUT_S = 600
+
+
+def run_group_in_process(name: str, folder: Path | None = None) -> dict:
+    """Like run_group, with the tests run in one process (IN_PROCESS) instead of mutmut's runner:
+    for groups whose tests load models. `folder`: a scratch copy where mutmut has made the mutants."""
+    module, tests, patterns = GROUPS[name]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if folder is None:
+        folder = scratch_copy(module, tests)
+        # mutmut makes the mutants (and times the tests once); a name that matches none runs none
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "face.none_at_all*"], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = json.loads((folder / "mutants" / (module + ".meta")).read_text())
+    names = sorted(key for key in meta["exit_code_by_key"] if not patterns or any(_matches(key, p) for p in patterns))
+    output = folder / "in_process.json"
+    harness = IN_PROCESS % (TIMEOUT_S, TIMEOUT_S)
+    subprocess.run([sys.executable, "-c", harness, json.dumps([names, tests, str(output)])], cwd=folder / "mutants", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    statuses = json.loads(output.read_text()) if output.exists() else {}
+    statuses.pop("", None)
+    counts = {s: sum(1 for v in statuses.values() if v == s) for s in sorted(set(statuses.values()))}
+    ran = sum(counts.values())
+    caught = counts.get("killed", 0) + counts.get("timeout", 0)
+    return {
+        "group": name,
+        "module": module,
+        "counts": {**counts, "not run": len(names) - ran},
+        "score": round(caught / ran, 4) if ran else None,
+        "survived": sorted(k for k, v in statuses.items() if v == "survived"),
+        "folder": str(folder),
+    }
+
+
 def _matches(key: str, pattern: str) -> bool:
     from fnmatch import fnmatch
 
@@ -106,10 +179,12 @@ def main() -> int:
     parser.add_argument("groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--in-process", action="store_true", help="run the tests in one process, the models loaded once (see IN_PROCESS); for analyzer")
+    parser.add_argument("--folder", type=Path, help="with --in-process: a scratch copy where mutmut already made the mutants")
     args = parser.parse_args()
     results = []
     for name in args.groups:
-        result = run_group(name, args.max_children)
+        result = run_group_in_process(name, args.folder) if args.in_process else run_group(name, args.max_children)
         results.append(result)
         print(f"{name:9} {result['module']:18} score {result['score']}  {result['counts']}  ({result['folder']})", flush=True)
         for survivor in result["survived"]:
