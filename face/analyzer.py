@@ -96,8 +96,8 @@ class Analyzer:
 
     def warm_up(self, batch_size: int = 32) -> None:
         """Prepare the runtime for every batch size it will see (Keras traces each, ~0.5 s),
-        so that no request pays for a face count it has not met before; and plan the
-        detector for the usual photo sizes."""
+        so that no request pays for a face count it has not met before; and run the
+        detector at the usual photo sizes."""
         self.detector.warm_up()
         self.runtime.warm_up(batch_size)
 
