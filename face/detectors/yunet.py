@@ -55,12 +55,10 @@ class YuNetDetector(Detector):
             check_model_file(path, sha256)
         super().__init__(threshold)
         self._path, self._nms_threshold = path, nms_threshold
-        import onnxruntime
+        from ..runtimes.onnx_runtime import create_session
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
         try:
-            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self._session = create_session(str(path))
         except Exception as error:  # onnxruntime raises its own exception kinds for unreadable models
             raise WeightsError(f"{path}: ONNX Runtime cannot load it as a YuNet model ({str(error).strip().splitlines()[-1][:200]})") from None
         self._outputs = [output.name for output in self._session.get_outputs()]

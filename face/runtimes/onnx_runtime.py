@@ -18,6 +18,19 @@ from .base import OUTPUTS, Runtime
 TOLERANCE = 1e-4
 
 
+def create_session(model: bytes | str):
+    """An ONNX Runtime CPU session (model bytes or a path), quiet below errors. Its threads
+    sleep when idle instead of spinning: the detector's and the network's sessions take
+    turns on the same cores, and a spinning pool would slow the other one down."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no warnings about unused initializers
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntime(Runtime):
     name = "onnx"
 
@@ -25,18 +38,13 @@ class OnnxRuntime(Runtime):
         super().__init__(backbone, heads)
         if not isinstance(backbone, KerasBackbone):
             raise ConfigError(f"runtime 'onnx' needs a Keras backbone; {backbone.name!r} is not one: use runtime 'keras'")
-        import onnxruntime
-
         if heads.boundary == INPUT_LAYER:
             models = [heads.model]
         else:
             models = [backbone.model_to(heads.boundary), heads.model]
         chip = backbone.chip.size
         self.graph = export_onnx(models, (chip, chip, 3), list(OUTPUTS))
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: no warnings about unused initializers
-        self.session = onnxruntime.InferenceSession(self.graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = create_session(self.graph.SerializeToString())
         self._check_against_keras(models)
 
     def predict(self, chips: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
