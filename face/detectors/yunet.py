@@ -58,7 +58,7 @@ class YuNetDetector(Detector):
         from ..runtimes.onnx_runtime import create_session
 
         try:
-            self._session = create_session(str(path))
+            self._session = create_session(str(path), spin=False)
         except Exception as error:  # onnxruntime raises its own exception kinds for unreadable models
             raise WeightsError(f"{path}: ONNX Runtime cannot load it as a YuNet model ({str(error).strip().splitlines()[-1][:200]})") from None
         self._outputs = [output.name for output in self._session.get_outputs()]
