@@ -99,11 +99,26 @@ class Server:
         return httpx.post(self.url + "/api/analyze", content=data, headers={"content-type": content_type}, params=params, timeout=WAIT_S)
 
 
+@pytest.fixture(scope="module")
+def hog_analyzer():
+    """One Analyzer (HOG) for all the servers here: building one costs 5-25 s on a busy machine,
+    and each server would otherwise build its own. Each server's start-up still runs the
+    pool's real `load` (which finds it built, and warms it up); test_web.py's server builds
+    its model from scratch."""
+    from face import Analyzer
+
+    return Analyzer(detector="hog")
+
+
 @contextlib.contextmanager
-def running(config: WebConfig, gate_load: Gate | None = None, gate_analysis: Gate | None = None, asgi=None) -> Iterator[Server]:
-    """A started server for `config`, its model ready unless `gate_load` holds the loading."""
+def running(config: WebConfig, gate_load: Gate | None = None, gate_analysis: Gate | None = None, asgi=None, analyzer=None) -> Iterator[Server]:
+    """A started server for `config`, its model ready unless `gate_load` holds the loading.
+    `analyzer`: an Analyzer built before, for the config's detector: the server's start-up
+    then only warms it up, instead of building its own."""
     app = create_app(config)
     pool = app.state.pool
+    if analyzer is not None:
+        pool._analyzers[(config.detector, ())] = analyzer
     if gate_load is not None:
         pool.load = gate_load.wrap(pool.load)
     if gate_analysis is not None:
@@ -127,9 +142,9 @@ def running(config: WebConfig, gate_load: Gate | None = None, gate_analysis: Gat
 # ---- loading -------------------------------------------------------------------------------
 
 
-def test_health_says_loading_until_the_model_is_ready():
+def test_health_says_loading_until_the_model_is_ready(hog_analyzer):
     gate = Gate()
-    with running(WebConfig(detector="hog"), gate_load=gate) as server:
+    with running(WebConfig(detector="hog"), gate_load=gate, analyzer=hog_analyzer) as server:
         gate.wait_entered()  # the model's loading has begun, and waits for us
         early = httpx.get(server.url + "/api/health", timeout=WAIT_S)
         assert early.status_code == 503
@@ -148,10 +163,10 @@ def test_health_says_loading_until_the_model_is_ready():
 # ---- queue and deadline --------------------------------------------------------------------
 
 
-def test_full_queue_is_503_with_retry_after():
+def test_full_queue_is_503_with_retry_after(hog_analyzer):
     """One analysis runs, one waits in the queue; the next finds no room until they are done."""
     gate = Gate()
-    with running(WebConfig(detector="hog", max_concurrent=1, max_queue=1, request_timeout_s=WAIT_S), gate_analysis=gate) as server:
+    with running(WebConfig(detector="hog", max_concurrent=1, max_queue=1, request_timeout_s=WAIT_S), gate_analysis=gate, analyzer=hog_analyzer) as server:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             running_one = pool.submit(server.post, astronaut_jpeg(), "image/jpeg")
             gate.wait_entered()
@@ -173,10 +188,10 @@ def test_full_queue_is_503_with_retry_after():
         assert server.post(blank_png()).status_code == 200  # room again
 
 
-def test_deadline_is_504_and_the_slot_is_held_until_the_work_ends():
+def test_deadline_is_504_and_the_slot_is_held_until_the_work_ends(hog_analyzer):
     gate = Gate()
     config = WebConfig(detector="hog", max_concurrent=1, max_queue=0, request_timeout_s=3.0)
-    with running(config, gate_analysis=gate) as server:
+    with running(config, gate_analysis=gate, analyzer=hog_analyzer) as server:
         slow = server.post(astronaut_jpeg(), "image/jpeg")  # held by the gate past its deadline
         assert slow.status_code == 504
         assert "longer than 3 s" in slow.json()["detail"]
@@ -210,10 +225,10 @@ def counting(app, received: list[int]):
 
 
 @pytest.fixture(scope="module")
-def counted() -> Iterator[tuple[Server, list[int]]]:
+def counted(hog_analyzer) -> Iterator[tuple[Server, list[int]]]:
     """A server with default limits whose app counts the body bytes it takes; the tests reset the count."""
     received = [0]
-    with running(WebConfig(detector="hog"), asgi=lambda app: counting(app, received)) as server:
+    with running(WebConfig(detector="hog"), asgi=lambda app: counting(app, received), analyzer=hog_analyzer) as server:
         yield server, received
 
 
