@@ -1,8 +1,8 @@
 """Keras inference graphs -> ONNX, for the layers howold's models are made of.
 
-Why: ONNX Runtime runs dlib's ResNet faster than TensorFlow on small CPU batches
-(`benchmarks/bench_latency.py`), and the shipped models use a dozen layer kinds, so a
-direct translation is shorter and sturdier than a general converter. Keras is channels-last,
+Why: ONNX Runtime runs dlib's ResNet about twice as fast as TensorFlow on small CPU batches
+(`benchmarks/bench_latency.py`), and howold's backbones and heads use fifteen layer kinds,
+so a direct translation is shorter and sturdier than a general converter. Keras is channels-last,
 ONNX's convolutions channels-first: the graph transposes once after the input and
 everything in between is NCHW. Nested functional models (a fine-tuned top, the heads) are
 inlined. A layer kind it does not know raises ExportError naming the layer.
@@ -91,7 +91,7 @@ class _Translator:
             self.pending_pads[sources[0] + "+pad"] = (self.materialize(sources[0]), [0, 0, top, left, 0, 0, bottom, right])
             return [sources[0] + "+pad"]
         if kind == "Conv2D":
-            return [self._conv(layer, sources[0])]
+            return [self._conv(layer, sources[0], node.input_tensors[0].shape)]
         x = [self.materialize(s) for s in sources]
         if kind == "Normalization":
             mean = np.asarray(layer.mean, np.float32).reshape(1, -1, 1, 1)
@@ -102,6 +102,29 @@ class _Translator:
             gamma, beta = (np.asarray(w, np.float32).reshape(1, -1, 1, 1) for w in layer.get_weights())
             scaled = g.node("Mul", [x[0], g.constant(gamma, "gamma")], hint)
             return [g.node("Add", [scaled, g.constant(beta, "beta")], hint)]
+        if kind == "BatchNormalization":  # inference mode: a fixed per-channel scale and shift
+            rank = len(node.input_tensors[0].shape)
+            axis = layer.axis if isinstance(layer.axis, int) else (list(layer.axis) + [None])[0]
+            if axis not in (-1, rank - 1):
+                raise ExportError(f"layer {layer.name!r}: only batch norm over the channels can be exported")
+            channels = node.input_tensors[0].shape[-1]
+            gamma = np.asarray(layer.gamma, np.float32) if layer.scale else np.ones(channels, np.float32)
+            beta = np.asarray(layer.beta, np.float32) if layer.center else np.zeros(channels, np.float32)
+            scale = gamma / np.sqrt(np.asarray(layer.moving_variance, np.float32) + layer.epsilon)
+            shift = beta - np.asarray(layer.moving_mean, np.float32) * scale
+            shape = (1, -1, 1, 1) if rank == 4 else (1, -1)
+            scaled = g.node("Mul", [x[0], g.constant(scale.reshape(shape).astype(np.float32), "bn_scale")], hint)
+            return [g.node("Add", [scaled, g.constant(shift.reshape(shape).astype(np.float32), "bn_shift")], hint)]
+        if kind == "Activation":
+            return [self._activation(layer, x[0])]
+        if kind == "Add":
+            return [g.node("Sum", x, hint)]
+        if kind == "Rescaling":
+            scaled = g.node("Mul", [x[0], g.constant(np.array(layer.scale, np.float32), "scale")], hint)
+            return [g.node("Add", [scaled, g.constant(np.array(layer.offset, np.float32), "offset")], hint)]
+        if kind == "Flatten":  # Keras flattens channels-last: back to NHWC first
+            channels_last = g.node("Transpose", x, hint, perm=[0, 2, 3, 1]) if len(node.input_tensors[0].shape) == 4 else x[0]
+            return [g.node("Flatten", [channels_last], hint, axis=1)]
         if kind == "ReLU":
             config = layer.get_config()
             if config.get("max_value") is not None or config.get("negative_slope") or config.get("threshold"):
@@ -131,16 +154,21 @@ class _Translator:
             return x
         raise ExportError(f"layer {layer.name!r} of kind {kind}: not supported by the ONNX export")
 
-    def _conv(self, layer, source: str) -> str:
+    def _conv(self, layer, source: str, input_shape) -> str:
         g = self.graph
-        pads = [0, 0, 0, 0]
+        pads = [0, 0, 0, 0]  # top, left, bottom, right
         if source in self.pending_pads:
             source, full = self.pending_pads[source]
             pads = [full[2], full[3], full[6], full[7]]
-        if layer.padding != "valid" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-            raise ExportError(f"layer {layer.name!r}: only ungrouped, undilated 'valid' convolutions can be exported")
+        if layer.padding not in ("valid", "same") or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
+            raise ExportError(f"layer {layer.name!r}: only ungrouped, undilated 'valid' or 'same' convolutions can be exported")
         weights = layer.get_weights()
         kernel = np.asarray(weights[0], np.float32).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+        if layer.padding == "same":  # TensorFlow's: the odd pixel of padding goes after
+            for axis, (size, k, stride) in enumerate(zip(input_shape[1:3], kernel.shape[2:], layer.strides)):
+                total = max((-(-size // stride) - 1) * stride + k - size, 0)
+                pads[axis] += total // 2
+                pads[axis + 2] += total - total // 2
         inputs = [source, g.constant(kernel, "kernel")]
         if layer.use_bias:
             inputs.append(g.constant(np.asarray(weights[1], np.float32), "bias"))
@@ -156,7 +184,7 @@ class _Translator:
         return self._activation(layer, output)
 
     def _activation(self, layer, output: str) -> str:
-        name = layer.get_config().get("activation", "linear")
+        name = layer.get_config().get("activation") or "linear"
         if name == "linear":
             return output
         if name == "relu":

@@ -104,3 +104,36 @@ def test_runtime_names_are_checked():
         Analyzer(detector="hog", runtime="tensorrt")
     with pytest.raises(ConfigError, match="needs a Keras backbone"):
         Analyzer(backbone="dlib-resnet", detector="hog", runtime="onnx")
+
+
+def _randomised_batch_norms(model, seed: int = 0) -> None:
+    """Batch norms with made-up statistics, so that their translation is really exercised."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        if type(layer).__name__ == "BatchNormalization":
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) if i in (0, 3) else rng.normal(0, 0.1, w.shape).astype(np.float32) for i, w in enumerate(layer.get_weights())])
+
+
+@pytest.mark.parametrize("name", ["vggface2-resnet50", "levi-hassner"])
+def test_every_keras_backbone_translates(name):
+    """The design backbone (its architecture, with random weights: the real file is not here)
+    and the from-scratch one: 'same' padding, batch norm, Add, Flatten, Rescaling."""
+    import keras
+
+    from face.runtimes.onnx_runtime import create_session
+
+    if name == "vggface2-resnet50":
+        from face.backbones.vggface2_resnet50 import build_resnet50
+
+        keras.utils.set_random_seed(0)
+        model = build_resnet50(input_size=64)
+    else:
+        model = create_backbone(name).model
+    _randomised_batch_norms(model)
+    size = model.inputs[0].shape[1]
+    chips = np.random.default_rng(1).uniform(-100, 150, (3, size, size, 3)).astype(np.float32)
+    session = create_session(export_onnx([model], (size, size, 3), ["features"]).SerializeToString())
+    (features,) = session.run(["features"], {"chips": chips})
+    expected = np.asarray(model(chips, training=False))
+    assert features.shape == expected.shape
+    assert np.abs(features - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
