@@ -9,7 +9,7 @@ from face.data import FAIRFACE_RACES, RACES, DatasetError, load_fairface, load_n
 from face.errors import DatasetError as HowoldDatasetError
 from face.evaluation import compute_metrics, evaluate_folder
 from face.features import StackedArrays, AugmentConfig, cache_folder
-from face.heads import age_loss, age_targets, interpret, race5_probabilities, race_set_loss, race_set_targets
+from face.heads import age_loss, age_targets, interpret, race5_probabilities, race_set_loss, race_set_targets, set_accuracy
 from face.training import TrainConfig, train
 
 from conftest import FAIRFACE_HEADER
@@ -67,6 +67,10 @@ def test_partial_race_labels_are_trained_by_the_likelihood_of_their_set():
     assert np.isclose(float(race_set_loss(0.0)(asian, probabilities)[0]), -np.log(0.5), atol=1e-6)
     indian = race_set_targets(np.array([3]), np.array([4]))
     assert np.isclose(float(race_set_loss(0.0)(indian, probabilities)[0]), -np.log(0.1), atol=1e-6)
+    # the training log's race accuracy: right when the most probable race is in the label's set
+    # (East Asian for the Asian label, yes; for the Indian label, no); mixed-up labels: in either
+    assert np.asarray(set_accuracy(np.concatenate([asian, indian, (asian + indian) / 2]), np.repeat(probabilities, 3, axis=0))).tolist() == [1.0, 0.0, 1.0]
+    assert np.asarray(set_accuracy(indian, np.array([[0.1, 0.1, 0.1, 0.1, 0.3, 0.2, 0.1]], np.float32))).tolist() == [1.0]
 
 
 def test_age_bins_are_interval_labels_and_exact_ages_keep_their_loss():
@@ -114,7 +118,7 @@ def test_metrics_score_bins_seven_races_and_the_under_20s():
 def test_training_on_utkface_and_fairface_reports_each(tiny_utkface, tiny_fairface, tmp_path):
     output = tmp_path / "heads.keras"
     config = TrainConfig(
-        datasets=(f"utkface={tiny_utkface}", f"fairface={tiny_fairface}"), detector="hog", backbone="dlib-resnet", output=output,
+        datasets=(f"utkface={tiny_utkface}", f"fairface={tiny_fairface}"), detector="hog", backbone="dlib-resnet-keras", output=output,
         logs_dir=tmp_path / "logs", epochs=2, batch_size=8, validation_fraction=0.25, augment=AugmentConfig(views=2), progress=False, cache_root=tmp_path / "cache",
     )
     report = train(config)
@@ -135,7 +139,7 @@ def test_training_on_utkface_and_fairface_reports_each(tiny_utkface, tiny_fairfa
     assert cache_folder(backbone, utk, AugmentConfig(views=2)) != cache_folder(backbone, ff, AugmentConfig(views=2))
     assert cache_folder(backbone, ff, AugmentConfig(views=2), detector="hog") != cache_folder(backbone, ff, AugmentConfig(views=2), detector="cnn")
 
-    evaluation = evaluate_folder(tiny_fairface, tmp_path / "ff.json", backbone="dlib-resnet", heads=output, progress=False, detector="hog")
+    evaluation = evaluate_folder(tiny_fairface, tmp_path / "ff.json", backbone="dlib-resnet-keras", heads=output, progress=False, detector="hog")
     assert evaluation["n"] == 16 and evaluation["dataset"] == "fairface" and set(evaluation["by_age_bin"]) >= {"0-2", "more than 70"}
     assert evaluation["race7_accuracy"] is not None and evaluation["age_mae"] is None and evaluation["faces"]["images"] == 16
     assert len(RACES) == len(evaluation["by_race"])
