@@ -22,4 +22,10 @@ class Runtime(ABC):
         """Probabilities per head, in chunks of at most `batch_size` chips."""
 
     def warm_up(self, batch_size: int = 32) -> None:
-        """Prepare every batch shape `predict` will meet, so no request pays for the first."""
+        """Run each batch size of `batch_ladder` once, so that no request pays for the first
+        of its shape (TensorFlow traces each, ~0.5 s; ONNX Runtime allocates)."""
+        from ..backbones.base import batch_ladder
+
+        size = self.backbone.chip.size
+        for count in batch_ladder(batch_size):
+            self.predict(np.zeros((count, size, size, 3), np.uint8), batch_size)

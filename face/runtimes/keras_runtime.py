@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backbones.base import batch_ladder
 from .base import Runtime
 
 
@@ -14,8 +13,3 @@ class KerasRuntime(Runtime):
 
     def predict(self, chips: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
         return self.heads.predict(self.heads.features_of(self.backbone, chips, batch_size), batch_size)
-
-    def warm_up(self, batch_size: int = 32) -> None:
-        size = self.backbone.chip.size
-        for count in batch_ladder(batch_size):
-            self.predict(np.zeros((count, size, size, 3), np.uint8), batch_size)

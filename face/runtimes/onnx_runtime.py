@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backbones.base import INPUT_LAYER, KerasBackbone, batch_ladder
+from ..backbones.base import INPUT_LAYER, KerasBackbone
 from ..errors import ConfigError
 from ..onnx_export import ExportError, export_onnx
 from .base import OUTPUTS, Runtime
@@ -57,11 +57,6 @@ class OnnxRuntime(Runtime):
             for start in range(0, len(chips), batch_size)
         ]
         return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(OUTPUTS)}
-
-    def warm_up(self, batch_size: int = 32) -> None:
-        size = self.backbone.chip.size
-        for count in batch_ladder(batch_size):
-            self.predict(np.zeros((count, size, size, 3), np.uint8), batch_size)
 
     def _check_against_keras(self, models) -> None:
         """One eager Keras pass over two probe chips (no tracing), compared output by output."""
