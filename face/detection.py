@@ -32,8 +32,9 @@ class FaceDetector:
             self.upsample = self._detector.default_upsample
 
     def warm_up(self) -> None:
-        """Plan for the sizes most photos come to after the shrinking: 4:3 and 16:9 camera
-        photos, landscape and portrait, at `max_side`."""
+        """Run once at the sizes most photos come to after the shrinking (4:3 and 16:9 camera
+        photos, landscape and portrait, at `max_side`), so the first photo does not pay for
+        the runtime's first allocations."""
         sides = [(self.max_side, self.max_side * 3 // 4), (self.max_side, self.max_side * 9 // 16)]
         self._detector.warm_up(sides + [(h, w) for w, h in sides])
 

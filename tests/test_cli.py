@@ -62,3 +62,16 @@ def test_verbose_lets_tensorflow_speak(tmp_path: Path) -> None:
     verbose = run_cli("demo", "--verbose", "--output-dir", str(tmp_path), cwd=tmp_path)
     assert verbose.returncode == 0
     assert noise_lines(verbose.stderr), "with --verbose, TensorFlow's own notices are not hidden"
+
+
+def test_runtime_option_reaches_the_analyzer_and_is_checked(capsys) -> None:
+    from face.cli import _analyzer_options, build_parser
+
+    parser = build_parser()
+    for command in ("analyze", "demo", "video"):
+        inputs = {"analyze": ["x.jpg"], "demo": [], "video": ["clip.mp4"]}[command]
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--runtime", "keras"]))["runtime"] == "keras"
+        assert _analyzer_options(parser.parse_args([command, *inputs]))["runtime"] is None  # onnx where the model translates
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "x.jpg", "--runtime", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

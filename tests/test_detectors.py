@@ -111,8 +111,8 @@ def test_corrupt_model_file_is_a_weights_error_naming_it(tmp_path: Path) -> None
     truncated.write_bytes(truncated.read_bytes()[:1000])
     with pytest.raises(WeightsError, match=r"cut\.onnx"):
         create_detector("yunet", model=truncated)
-    # with the check turned off, OpenCV's own refusal is still one WeightsError naming the file
-    with pytest.raises(WeightsError, match=r"cut\.onnx: OpenCV cannot load it"):
+    # with the check turned off, ONNX Runtime's own refusal is still one WeightsError naming the file
+    with pytest.raises(WeightsError, match=r"cut\.onnx: ONNX Runtime cannot load it"):
         create_detector("yunet", model=truncated, sha256=None)
 
 
@@ -134,11 +134,10 @@ def test_yunet_finds_every_face_on_the_demo_photos(yunet, name: str, count: int)
     assert min(d.confidence for d in found) >= yunet.threshold
 
 
-def test_each_image_size_keeps_its_planned_network_and_answers_do_not_depend_on_order() -> None:
-    """OpenCV re-plans YuNet for every new input size; sizes seen before reuse their network."""
+def test_answers_do_not_depend_on_the_order_of_image_sizes() -> None:
     from skimage import data
 
-    from face.detectors.yunet import MAX_SIZES, YuNetDetector
+    from face.detectors.yunet import YuNetDetector
 
     astronaut = rgb(data.astronaut())
     wide = np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1))  # 1024x512, two faces
@@ -146,7 +145,33 @@ def test_each_image_size_keeps_its_planned_network_and_answers_do_not_depend_on_
     first = [detector.find(image) for image in (astronaut, wide, astronaut, wide)]
     assert [len(found) for found in first] == [1, 2, 1, 2]
     assert first[0][0].box == first[2][0].box and np.array_equal(first[0][0].landmarks, first[2][0].landmarks)
-    sizes = set(detector._nets)
-    assert {(512, 512), (1024, 512)} <= sizes and len(sizes) <= MAX_SIZES
     fresh = YuNetDetector().find(wide)
     assert [d.box for d in fresh] == [d.box for d in first[1]]
+
+
+def test_decoding_matches_opencvs_own_yunet() -> None:
+    """OpenCV's cv2.FaceDetectorYN runs the same file with its own decoding: boxes, landmarks
+    and scores must agree (on the demo photos too, where present)."""
+    import cv2
+    from skimage import data
+
+    from face.detectors.yunet import SIZE_STEP, YuNetDetector
+    from face.images import load_image
+
+    images = [rgb(data.astronaut()), rgb(data.astronaut()[::2, :, :])]
+    images += [load_image(DEMO / name) for name in DEMO_FACES if (DEMO / name).is_file()]
+    ours = YuNetDetector()
+    for image in images:
+        image = image if max(image.shape) <= 1280 else cv2.resize(image, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+        height, width = image.shape[:2]
+        padded = (-(-width // SIZE_STEP) * SIZE_STEP, -(-height // SIZE_STEP) * SIZE_STEP)
+        bgr = np.zeros((padded[1], padded[0], 3), np.uint8)
+        bgr[:height, :width] = image[:, :, ::-1]
+        _, theirs = cv2.FaceDetectorYN.create(str(default_model_path()), "", padded, ours.threshold, 0.3, 5000).detect(bgr)
+        found = ours.find(image)
+        assert len(found) == len(theirs) > 0
+        for detection, row in zip(sorted(found, key=lambda d: -d.confidence), theirs[np.argsort(-theirs[:, 14])]):
+            x, y, w, h = row[:4]
+            assert detection.box == (round(x), round(y), round(x + w), round(y + h))
+            assert np.abs(detection.landmarks - row[4:14].reshape(5, 2)).max() < 1e-3
+            assert abs(detection.confidence - row[14]) < 1e-4

@@ -108,6 +108,12 @@ class KerasBackbone(Backbone):
             return self.model.inputs[0]
         return self.model.get_layer(layer).output
 
+    def model_to(self, layer: str):
+        """The part of the network from its input up to `layer`'s output (shares weights)."""
+        import keras
+
+        return keras.Model(self.model.inputs[0], self._tensor(layer), name=f"{self.model.name}_to_{layer}")
+
     def top_model(self, boundary: str | None):
         """The part of the network above `boundary`: its activations -> features.
 

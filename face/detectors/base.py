@@ -42,7 +42,7 @@ class Detector(ABC):
         self._lock = threading.Lock()  # one dlib or OpenCV net is not safe to run from two threads at once
 
     def warm_up(self, sizes: list[tuple[int, int]]) -> None:
-        """Prepare for images of these (width, height) sizes, if the detector plans per size."""
+        """Prepare for images of these (width, height) sizes, if the detector gains by it."""
 
     @abstractmethod
     def find(self, image: np.ndarray, upsample: int = 0) -> list[Detection]:
