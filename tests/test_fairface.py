@@ -92,6 +92,12 @@ def test_age_bins_are_interval_labels_and_exact_ages_keep_their_loss():
     expected_exact = -np.sum(distribution * np.log(1 / 101)) + 0.05 * abs(50 - 30)
     assert np.isclose(losses[0], expected_exact, atol=1e-3)
     assert np.isclose(losses[1], -np.log(10 / 101), atol=1e-5)
+    # mixup of the two rows: the mixture of their losses, row by row (a batch of three)
+    skewed = np.tile(np.linspace(1, 3, 101, dtype=np.float32), (3, 1))
+    skewed /= skewed.sum(axis=1, keepdims=True)
+    mixed = np.concatenate([targets, targets.mean(axis=0, keepdims=True)])
+    losses = np.asarray(age_loss(0.05)(mixed, skewed))
+    assert losses.shape == (3,) and np.isclose(losses[2], (losses[0] + losses[1]) / 2, atol=1e-4)
 
 
 def test_answers_give_both_race_views_and_they_agree():
