@@ -197,6 +197,11 @@ def test_flip_tta_averages_each_face_with_its_mirror_image(analyzer, astronaut, 
 
     face, mirror = plain(chips), plain(mirrored)
     assert not np.allclose(face["age"], mirror["age"], atol=1e-4)  # the mirror is another input to the network
+    # without TTA: the network's own answer for the chips, no mirror in it
+    unflipped = analyzer.predict_probabilities(chips)
+    for name, probabilities in analyzer.runtime.predict(np.ascontiguousarray(chips)).items():
+        assert np.allclose(unflipped[name], probabilities, atol=1e-6), name
+    assert len(analyzer.predict_chips(np.concatenate([chips, mirrored]))) == 2 * len(chips)  # one answer per chip
     monkeypatch.setattr(analyzer, "tta", ("flip",))
     flipped = analyzer.predict_probabilities(chips)
     for name in ("age", "gender", "race"):
@@ -204,3 +209,14 @@ def test_flip_tta_averages_each_face_with_its_mirror_image(analyzer, astronaut, 
         assert np.allclose(analyzer.predict_probabilities(mirrored)[name], flipped[name], atol=1e-4), name
     answer = analyzer.analyze(astronaut)[0]
     assert answer["age"] == pytest.approx(float(((face["age"] + mirror["age"]) / 2)[0] @ np.arange(101)), abs=0.06)
+
+
+def test_oversample_takes_the_four_corners_and_the_centre():
+    from face.analyzer import oversample
+
+    chips = np.arange(2 * 7 * 7 * 3, dtype=np.int32).reshape(2, 7, 7, 3)  # two 7x7 chips, every pixel different
+    crops = oversample(chips, 4)
+    assert crops.shape == (10, 4, 4, 3)
+    for index, chip in enumerate(chips):
+        expected = [chip[:4, :4], chip[:4, 3:], chip[3:, :4], chip[3:, 3:], chip[1:5, 1:5]]  # centre: offset 3 // 2
+        assert all(np.array_equal(crop, want) for crop, want in zip(crops[5 * index : 5 * index + 5], expected))
