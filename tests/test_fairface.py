@@ -78,7 +78,10 @@ def test_partial_race_labels_are_trained_by_the_likelihood_of_their_set():
     # the training log's race accuracy: right when the most probable race is in the label's set
     # (East Asian for the Asian label, yes; for the Indian label, no); mixed-up labels: in either
     assert np.asarray(set_accuracy(np.concatenate([asian, indian, (asian + indian) / 2]), np.repeat(probabilities, 3, axis=0))).tolist() == [1.0, 0.0, 1.0]
-    assert np.asarray(set_accuracy(indian, np.array([[0.1, 0.1, 0.1, 0.1, 0.3, 0.2, 0.1]], np.float32))).tolist() == [1.0]
+    indian_first = np.array([[0.1, 0.1, 0.1, 0.1, 0.3, 0.2, 0.1]], np.float32)
+    assert np.asarray(set_accuracy(indian, indian_first)).tolist() == [1.0]
+    # each row its own most probable race
+    assert np.asarray(set_accuracy(np.concatenate([indian, indian]), np.concatenate([probabilities, indian_first]))).tolist() == [0.0, 1.0]
 
 
 def test_age_bins_are_interval_labels_and_exact_ages_keep_their_loss():
