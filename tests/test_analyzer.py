@@ -114,11 +114,52 @@ def test_whole_image_box_on_a_face_crop(analyzer, astronaut):
         [600, 600, 700, 700],  # outside the image
         [-200, -200, -100, -100],  # outside, the other side
         [1, 2, 3],  # not four numbers
+        [100, 100, 100, 150],  # empty width
+        [600, 10, 700, 100],  # right of the image (512x512), and only that
+        [10, 600, 100, 700],  # below it
+        [-100, 10, -50, 100],  # left of it
+        [10, -100, 100, -50],  # above it
+        [-10, 10, 0, 100],  # ends where the image begins
+        [10, -10, 100, 0],
+        [512, 10, 600, 100],  # begins where it ends
+        [10, 512, 100, 600],
     ],
 )
 def test_invalid_box_raises(analyzer, astronaut, box):
     with pytest.raises(HowoldError, match="box"):
         analyzer.analyze(astronaut, boxes=[box])
+
+
+def test_boxes_overlapping_the_image_by_one_pixel_are_analysed(analyzer, astronaut):
+    for box in ([-10, 10, 1, 100], [10, -10, 100, 1], [511, 10, 600, 100], [10, 511, 100, 600]):
+        (face,) = analyzer.analyze(astronaut, boxes=[box])
+        check_face(face, 512, 512)
+
+
+def test_oversampled_centre_is_the_plain_chip(analyzer, astronaut, monkeypatch):
+    """Oversampling cuts five chips from one 1.14x bigger at the same scale: its centre is
+    the plain chip (mean difference ~4.5 grey levels here; another size or padding: 23+)."""
+    detections = analyzer.detect(astronaut)
+    plain = analyzer.chips(astronaut, detections).astype(np.float32)
+    monkeypatch.setattr(analyzer, "tta", ("oversample",))
+    crops = analyzer.chips(astronaut, detections).astype(np.float32)
+    assert crops.shape == (5 * len(plain), *plain.shape[1:])
+    assert np.abs(crops[4] - plain[0]).mean() < 10
+
+
+def test_chips_follow_the_detectors_landmarks(analyzer, astronaut, monkeypatch):
+    """YuNet's five landmarks align the chips (alignment "landmarks"); "dlib" ignores them."""
+    from face.detection import FaceDetector
+
+    detections = FaceDetector("yunet").detect(astronaut)
+    assert detections[0].landmarks is not None
+    for tta in ((), ("oversample",)):
+        monkeypatch.setattr(analyzer, "tta", tta)
+        from_landmarks = analyzer.chips(astronaut, detections).astype(np.float32)
+        monkeypatch.setattr(analyzer, "alignment", "dlib")
+        from_dlib = analyzer.chips(astronaut, detections).astype(np.float32)
+        monkeypatch.setattr(analyzer, "alignment", "landmarks")
+        assert np.abs(from_landmarks - from_dlib).mean() > 5, tta  # ~19 grey levels apart here
 
 
 def test_analyze_many_reports_errors_per_item(analyzer, astronaut, tmp_path):
