@@ -57,7 +57,7 @@ def test_interpret_gives_the_documented_fields():
 
 def test_save_and_load_round_trip(tmp_path):
     model = build_heads(HeadsConfig(feature_size=16, hidden_units=8, head_units=8))
-    path = save_heads(model, tmp_path / "h.keras", {"backbone": {"backbone": "x", "feature_size": 16}})
+    path = save_heads(model, tmp_path / "new" / "folders" / "h.keras", {"backbone": {"backbone": "x", "feature_size": 16}})  # made as needed
     loaded = load_heads(path)
     features = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
     expected = model.predict(features, verbose=0)
