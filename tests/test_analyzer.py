@@ -160,6 +160,9 @@ def test_chips_follow_the_detectors_landmarks(analyzer, astronaut, monkeypatch):
         from_dlib = analyzer.chips(astronaut, detections).astype(np.float32)
         monkeypatch.setattr(analyzer, "alignment", "landmarks")
         assert np.abs(from_landmarks - from_dlib).mean() > 5, tta  # ~19 grey levels apart here
+    boxes, landmarks = [d.box for d in detections], [d.landmarks for d in detections]
+    monkeypatch.setattr(analyzer, "tta", ())
+    assert np.array_equal(analyzer.chips(astronaut, detections), analyzer.aligner.chips(astronaut, boxes, analyzer.backbone.chip, landmarks))
 
 
 def test_analyze_many_reports_errors_per_item(analyzer, astronaut, tmp_path):
