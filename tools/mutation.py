@@ -3,8 +3,9 @@
     pip install -e ".[test,mutation]"
     nice -n 10 python tools/mutation.py                 # every group
     nice -n 10 python tools/mutation.py heads images    # some groups
+    nice -n 10 python tools/mutation.py analyzer --in-process   # tests that load models: one process
 
-Each group mutates one module (or, for web.py, only its request-limit functions) and runs
+Each group mutates one module (or, for web.py and analyzer.py, only the functions it names) and runs
 only the fast tests that are about it, in a scratch copy of the repository (under
 $TMPDIR), so the working tree is left alone. It prints, per group, mutants killed /
 survived / timed out and the score (killed + timed out over all run), then the survivors'
