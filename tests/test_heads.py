@@ -65,6 +65,9 @@ def test_save_and_load_round_trip(tmp_path):
     for name in ("age", "gender", "race"):
         assert np.allclose(expected[name], got[name], atol=1e-6)
     assert loaded.backbone == "x"
+    # no faces: empty arrays of each head's width
+    empty = loaded.predict(np.zeros((0, 16), np.float32))
+    assert {name: array.shape for name, array in empty.items()} == {name: (0, expected[name].shape[1]) for name in ("age", "gender", "race")}
 
 
 def test_broken_heads_files_are_clear_errors(tmp_path):
