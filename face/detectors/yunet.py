@@ -61,6 +61,7 @@ class YuNetDetector(Detector):
             self._session = create_session(str(path), spin=False)
         except Exception as error:  # onnxruntime raises its own exception kinds for unreadable models
             raise WeightsError(f"{path}: ONNX Runtime cannot load it as a YuNet model ({str(error).strip().splitlines()[-1][:200]})") from None
+        self._input = self._session.get_inputs()[0].name
         self._outputs = [output.name for output in self._session.get_outputs()]
         expected = {f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in STRIDES}
         if set(self._outputs) != expected:
@@ -80,7 +81,7 @@ class YuNetDetector(Detector):
         padded_width, padded_height = -(-width // SIZE_STEP) * SIZE_STEP, -(-height // SIZE_STEP) * SIZE_STEP
         blob = np.zeros((1, 3, padded_height, padded_width), np.float32)  # BGR, 0..255, as OpenCV feeds it
         blob[0, :, :height, :width] = image[:, :, ::-1].transpose(2, 0, 1)
-        outputs = dict(zip(self._outputs, self._session.run(self._outputs, {self._session.get_inputs()[0].name: blob})))
+        outputs = dict(zip(self._outputs, self._session.run(self._outputs, {self._input: blob})))
         boxes, landmarks, scores = _decode(outputs, padded_width, self.threshold)
         if not len(scores):
             return []
