@@ -32,12 +32,15 @@ def overlap(first: Box, second: Box) -> float:
     return inter / (box_area(first) + box_area(second) - inter)
 
 
-def loose_crop_box(image: np.ndarray, detector, margin: float) -> tuple[Box, bool]:
-    """(box, detected): the detection that overlaps the crop's expected face most, else that
-    expected box (the crop minus its margin)."""
+def loose_crop_face(image: np.ndarray, detector, margin: float) -> tuple[Box, np.ndarray | None, bool]:
+    """(box, landmarks, detected): the detection that overlaps the crop's expected face most,
+    with its landmarks (None from a detector without them), else that expected box (the crop
+    minus its margin) and no landmarks. Training chips are then cut the way the Analyzer cuts
+    them from the same detections."""
     expected = margin_box(image, margin)
-    scored = [(overlap(d.box, expected), d.box) for d in detector.detect(image)]
+    scored = [(overlap(d.box, expected), index, d) for index, d in enumerate(detector.detect(image))]
     scored = [item for item in scored if item[0] > 0]
     if not scored:
-        return expected, False
-    return tuple(int(v) for v in max(scored)[1]), True
+        return expected, None, False
+    best = max(scored, key=lambda item: (item[0], -item[1]))[2]
+    return tuple(int(v) for v in best.box), best.landmarks, True

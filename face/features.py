@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .alignment import Aligner, crop_box
 from .backbones import Backbone
-from .crops import loose_crop_box
+from .crops import loose_crop_face
 from .data import DATASETS, Dataset
 from .detectors import DEFAULT_DETECTOR
 from .images import load_image
@@ -72,7 +72,7 @@ def _images_description(dataset: Dataset, detector: str) -> dict:
     if dataset.kind != "utkface":  # other datasets' names ("1.jpg") never share a key with UTKFace's
         description["dataset"] = dataset.kind
     if dataset.loose_crops:
-        description["boxes"] = {"detector": detector, "margin": DATASETS[dataset.kind].margin}
+        description["boxes"] = {"detector": detector, "margin": DATASETS[dataset.kind].margin, "landmarks": True}
     return description
 
 
@@ -94,13 +94,14 @@ def cache_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("chunk_*.npy"))
 
 
-def dataset_boxes(dataset: Dataset, detector: str = DEFAULT_DETECTOR, cache_root: Path | None = None, chunk_size: int = 1000, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Face boxes (N, 4) and whether the detector found them (N,) for every image, cached.
+def dataset_boxes(dataset: Dataset, detector: str = DEFAULT_DETECTOR, cache_root: Path | None = None, chunk_size: int = 1000, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face boxes (N, 4), whether the detector found them (N,) and its five landmarks (N, 5, 2;
+    NaN where it gave none) for every image, cached.
 
-    Aligned crops are their own box (all "found"); loose crops are detected (see crops.py).
+    Aligned crops are their own box (all "found", no landmarks); loose crops are detected (see crops.py).
     """
     if not dataset.loose_crops:
-        return np.zeros((len(dataset), 4), np.int32), np.ones(len(dataset), bool)
+        return np.zeros((len(dataset), 4), np.int32), np.ones(len(dataset), bool), np.full((len(dataset), 5, 2), np.nan, np.float32)
     from .detection import FaceDetector
 
     key = hashlib.sha256(json.dumps(_images_description(dataset, detector), sort_keys=True).encode()).hexdigest()[:20]
@@ -117,23 +118,28 @@ def dataset_boxes(dataset: Dataset, detector: str = DEFAULT_DETECTOR, cache_root
         for chunk in missing:
             rows = []
             for index in chunk:
-                box, found = loose_crop_box(load_image(dataset.faces[index].path), finder, margin)
-                rows.append((*box, int(found)))
+                box, landmarks, found = loose_crop_face(load_image(dataset.faces[index].path), finder, margin)
+                points = np.full(10, np.nan) if landmarks is None else np.asarray(landmarks, np.float64).reshape(10)
+                rows.append((*box, float(found), *points))
                 bar.update(1)
-            _save_atomic(_chunk_path(folder, chunk), np.array(rows, np.int32))
+            _save_atomic(_chunk_path(folder, chunk), np.array(rows, np.float32))
         bar.close()
     table = np.concatenate([np.load(_chunk_path(folder, chunk)) for chunk in _cached_chunks(folder)])
-    return table[:, :4], table[:, 4].astype(bool)
+    return table[:, :4].astype(np.int32), table[:, 4].astype(bool), table[:, 5:15].reshape(-1, 5, 2)
 
 
-def dataset_views(dataset: Dataset, indices: range, backbone: Backbone, aligner: Aligner, augment: AugmentConfig, boxes: np.ndarray | None = None) -> np.ndarray:
+def dataset_views(
+    dataset: Dataset, indices: range, backbone: Backbone, aligner: Aligner, augment: AugmentConfig, boxes: np.ndarray | None = None, landmarks: np.ndarray | None = None
+) -> np.ndarray:
     """Chips (len(indices) * views, size, size, 3) for a chunk of the dataset, aligned in the face
-    box (`boxes`, from dataset_boxes; None: the whole image, for aligned crops)."""
+    box (`boxes`, from dataset_boxes; None: the whole image, for aligned crops): on the
+    detector's `landmarks` where it gave them, as the Analyzer aligns, else by dlib's in the box."""
     chips = []
     for index in indices:
         image = load_image(dataset.faces[index].path)
         box = crop_box(image) if boxes is None else tuple(int(v) for v in boxes[index])
-        chip = aligner.chips(image, [box], backbone.chip)[0]
+        points = None if landmarks is None or np.isnan(landmarks[index]).any() else landmarks[index]
+        chip = aligner.chips(image, [box], backbone.chip, [points])[0]
         rng = np.random.default_rng([augment.seed, index])
         chips.extend(augment_chip(chip, view, augment, rng) for view in range(augment.views))
     return np.stack(chips)
@@ -168,7 +174,7 @@ def extract_activations(
 
     Layers other than None need a KerasBackbone. One pass over the images fills every
     layer's cache, so the boundaries of a whole unfreezing schedule cost one extraction.
-    Loose crops are aligned in the boxes `detector` finds (dataset_boxes).
+    Loose crops are aligned on the faces `detector` finds (dataset_boxes).
     """
     folders = {layer: cache_folder(backbone, dataset, augment, layer, cache_root, detector) for layer in layers}
     covered = np.ones(len(dataset), bool)
@@ -182,7 +188,7 @@ def extract_activations(
         covered &= mine
     missing = _missing_chunks(covered, chunk_size)
     if missing:
-        boxes = dataset_boxes(dataset, detector, cache_root, progress=progress)[0] if dataset.loose_crops else None
+        boxes, _, landmarks = dataset_boxes(dataset, detector, cache_root, progress=progress) if dataset.loose_crops else (None, None, None)
         aligner = Aligner()
         what = ", ".join("features" if layer is None else layer for layer in layers)
         bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{backbone.name} {what}", unit="img", disable=not progress)
@@ -192,7 +198,7 @@ def extract_activations(
         def produce() -> None:
             for chunk in missing:
                 try:
-                    ready.put((chunk, dataset_views(dataset, chunk, backbone, aligner, augment, boxes)))
+                    ready.put((chunk, dataset_views(dataset, chunk, backbone, aligner, augment, boxes, landmarks)))
                 except Exception as error:  # handed to the main thread, which raises it
                     ready.put((chunk, error))
                     return

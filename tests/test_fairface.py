@@ -166,3 +166,36 @@ def test_training_on_utkface_and_fairface_reports_each(tiny_utkface, tiny_fairfa
     assert evaluation["n"] == 16 and evaluation["dataset"] == "fairface" and set(evaluation["by_age_bin"]) >= {"0-2", "more than 70"}
     assert evaluation["race7_accuracy"] is not None and evaluation["age_mae"] is None and evaluation["faces"]["images"] == 16
     assert len(RACES) == len(evaluation["by_race"])
+
+
+def test_loose_crops_train_on_the_chips_the_analyzer_cuts(tiny_fairface, tmp_path):
+    """A FairFace crop's training chip is warped on YuNet's landmarks, as the Analyzer warps a
+    photo's face, not re-aligned by dlib inside the box."""
+    from face.alignment import Aligner
+    from face.analyzer import Analyzer
+    from face.backbones import create_backbone
+    from face.features import dataset_boxes, dataset_views
+    from face.images import load_image
+
+    dataset = load_fairface(tiny_fairface)
+    boxes, found, landmarks = dataset_boxes(dataset, "yunet", tmp_path / "cache", progress=False)
+    assert found.all() and not np.isnan(landmarks).any() and landmarks.shape == (16, 5, 2)
+    backbone = create_backbone("dlib-resnet-keras")
+    chips = dataset_views(dataset, range(2), backbone, Aligner(), AugmentConfig(views=1), boxes, landmarks)
+    analyzer = Analyzer(backbone="dlib-resnet-keras", detector="yunet")
+    for index in range(2):
+        image = load_image(dataset.faces[index].path)
+        detections = analyzer.detect(image)
+        assert len(detections) == 1 and np.allclose(detections[0].landmarks, landmarks[index], atol=1e-3)
+        assert np.array_equal(analyzer.chips(image, detections)[0], chips[index])
+    dlib_chips = dataset_views(dataset, range(2), backbone, Aligner(), AugmentConfig(views=1), boxes)
+    assert not np.array_equal(dlib_chips, chips)
+    # a crop where nothing is found falls back to its margin box, with no landmarks
+    blank = tmp_path / "blank"
+    (blank / "train").mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(np.full((224, 224, 3), 128, np.uint8)).save(blank / "train" / "1.jpg")
+    (blank / "fairface_label_train.csv").write_text(FAIRFACE_HEADER + "train/1.jpg,20-29,Male,White,False\n")
+    boxes, found, landmarks = dataset_boxes(load_fairface(blank), "yunet", tmp_path / "cache", progress=False)
+    assert not found[0] and np.isnan(landmarks).all() and tuple(boxes[0]) == margin_box(np.zeros((224, 224, 3)), 0.25)
