@@ -8,6 +8,8 @@ Rows (validation: each dataset's own 15% split, seed 42, flip test-time augmenta
   frozen            7-race heads on the frozen dlib ResNet's features (howold train)
   last two stages   level 4, level 5 and fc fine-tuned with the heads by progressive unfreezing
                     (the last stage, then the last two), warm-started from the frozen heads
+  last three stages with --deeper, the mixture only: level 3 unfrozen too, a third phase that
+                    continues from the last-two-stages run's finished phases
 Every row trains with augmentation (one of four cached views per image, mixup 0.2). A model
 trained on UTKFace alone is still scored on FairFace's validation part: its caches are the
 mixture's. Every run logs to logs/<name>/ and resumes if interrupted; a run whose model file
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +36,15 @@ from face.unfreezing import fine_tune
 from unfreezing_experiments import epoch_history  # noqa: E402  (benchmarks/ is the script's folder)
 
 DATASETS = ("utkface", "fairface")
+
+
+def reuse_phases(source: TrainConfig, target: TrainConfig) -> None:
+    """Copy the shallower run's finished phase folders into the deeper run's: fine_tune takes a
+    phase with its done.json from the best weights instead of training it again."""
+    for phase in sorted(source.run_dir().glob("unfreeze-*")):
+        destination = target.run_dir() / phase.name
+        if (phase / "done.json").exists() and not destination.exists():
+            shutil.copytree(phase, destination)
 
 
 def peak_rss_mb() -> float:
@@ -79,6 +91,7 @@ def main() -> None:
     parser.add_argument("--unfreeze-epochs", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="first N images of each dataset only (a quick check)")
     parser.add_argument("--fairface-limit", type=int, default=None, help="first N of FairFace's images only (CPU time)")
+    parser.add_argument("--deeper", action="store_true", help="also unfreeze the third-last stage (level 3) for the mixture")
     parser.add_argument("--only", choices=("utkface", "mixture"), default=None, help="run one training set's rows only")
     parser.add_argument("--train-only", action="store_true", help="train the runs (resumable), score nothing")
     parser.add_argument("--score-only", action="store_true", help="train nothing: score the runs whose models exist, list the others as not run")
@@ -103,12 +116,19 @@ def main() -> None:
         unfrozen = replace(base, datasets=specs[name], run_name=f"{name}-unfreeze", output=logs / f"{name}-unfreeze.keras", unfreeze=("1", "2"), init_heads=heads.output)
         if not Path(unfrozen.output).exists() and not args.score_only:
             fine_tune(unfrozen)
-        runs[name] = (heads, unfrozen, peak_rss_mb())
-        not_run += [str(config.output) for config in (heads, unfrozen) if not Path(config.output).exists()]
+        runs[name] = {"frozen": heads, "last two stages": unfrozen}
+        if args.deeper and name == "mixture":
+            deeper = replace(unfrozen, run_name=f"{name}-unfreeze3", output=logs / f"{name}-unfreeze3.keras", unfreeze=("1", "2", "3"))
+            if not Path(deeper.output).exists() and not args.score_only:
+                reuse_phases(unfrozen, deeper)
+                fine_tune(deeper)
+            runs[name]["last three stages"] = deeper
+        runs[name]["rss"] = peak_rss_mb()
+        not_run += [str(config.output) for key, config in runs[name].items() if key != "rss" and not Path(config.output).exists()]
     if args.train_only:
         return
     backbone = create_backbone(base.backbone)
-    boundaries = (None, backbone.boundary(1), backbone.boundary(2))
+    boundaries = (None, backbone.boundary(1), backbone.boundary(2)) + ((backbone.boundary(3),) if args.deeper else ())
     parts = load_parts(base)  # the mixture's parts: every model is scored on both validation parts
     mixture_activations(backbone, parts, boundaries, base)  # one pass fills every cache
     caches = {
@@ -117,7 +137,8 @@ def main() -> None:
     }
     shipped = default_heads_path(backbone)
     rows: list[dict] = [{"data": "UTKFace (shipped)", "model": "last two stages, 12 epochs a phase, 5 races", "heads": str(shipped), "scores": score(shipped, parts, backbone, base)}]
-    for name, (heads, unfrozen, rss) in runs.items():
+    for name, run in runs.items():
+        heads = run["frozen"]
         if not Path(heads.output).exists():
             continue
         metadata = load_heads(heads.output).metadata
@@ -127,16 +148,17 @@ def main() -> None:
             "data": labels[name], "model": "frozen", "heads": str(heads.output), "epochs": len(history), "fit_seconds": fit,
             "seconds_per_epoch": round(fit / max(len(history), 1), 1), "history": history, "scores": score(Path(heads.output), parts, backbone, base),
         })
-        if not Path(unfrozen.output).exists():
-            continue
-        phases = load_heads(unfrozen.output).metadata["training"]["phases"]
-        last = phases[-1]
-        rows.append({
-            "data": labels[name], "model": "last two stages", "heads": str(unfrozen.output), "epochs": last["epochs"], "fit_seconds": last["fit_seconds"],
-            "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb_after_training": rss,
-            "history": epoch_history(unfrozen.run_dir() / f"unfreeze-{last['unfrozen_stages']}"),
-            "scores": score(Path(unfrozen.output), parts, backbone, base),
-        })
+        for model, unfrozen in run.items():
+            if model in ("frozen", "rss") or not Path(unfrozen.output).exists():
+                continue
+            phases = load_heads(unfrozen.output).metadata["training"]["phases"]
+            last = phases[-1]
+            rows.append({
+                "data": labels[name], "model": model, "heads": str(unfrozen.output), "epochs": last["epochs"], "fit_seconds": last["fit_seconds"],
+                "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb_after_training": run["rss"],
+                "history": epoch_history(unfrozen.run_dir() / f"unfreeze-{last['unfrozen_stages']}"),
+                "scores": score(Path(unfrozen.output), parts, backbone, base),
+            })
         print(markdown(rows), flush=True)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
