@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import queue
 import threading
@@ -265,6 +266,15 @@ class StackedArrays:
         if out is None:
             out = np.zeros((0,) + self.item_shape, self.dtype)[(slice(None),) + rest]
         return out[0] if scalar else out
+
+    def release(self) -> None:
+        """Drop the memory-mapped pages read so far from this process's memory (they stay in
+        the page cache): reading every row of a cache bigger than the budget, epoch after
+        epoch, would otherwise count all of it in the process's resident memory."""
+        for part in self.parts:
+            mapping = getattr(part, "_mmap", None)  # numpy.memmap's own mapping of the file
+            if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
 
     def __array__(self, dtype=None, copy=None):
         values = self[:]

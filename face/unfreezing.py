@@ -37,7 +37,7 @@ import numpy as np
 
 from .backbones import KerasBackbone, create_backbone
 from .errors import ConfigError, WeightsError
-from .features import cache_bytes, cache_folder
+from .features import StackedArrays, cache_bytes, cache_folder
 from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of, save_heads
 from .training import (
     HEAD_METRICS,
@@ -159,6 +159,8 @@ class ActivationBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._shuffle()
+        if isinstance(self.activations, StackedArrays):
+            self.activations.release()
 
 
 def _blend(first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:

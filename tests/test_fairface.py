@@ -1,5 +1,6 @@
 """FairFace beside UTKFace: the loader, partial-label losses, 7-race answers, mixed training."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,38 @@ def test_stacked_arrays_index_like_one_array():
     assert np.array_equal(stacked[rows, views], whole[rows, views])
     assert np.array_equal(stacked[rows, :2], whole[rows, :2]) and np.array_equal(stacked[5, 0], whole[5, 0])
     assert stacked[np.array([], int), 0].shape == (0, 2)
+
+
+def _mapped_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_released_cache_pages_leave_the_process_memory(tmp_path):
+    """Epoch after epoch, unfreezing reads every row of caches of several GB: released pages
+    must stop counting in the process's resident memory, and reads must still be right."""
+    from face.unfreezing import ActivationBatches
+
+    values = np.random.default_rng(0).standard_normal((512, 2, 64, 256)).astype(np.float16)  # 32 MiB
+    np.save(tmp_path / "chunk.npy", values)
+    stacked = StackedArrays([np.load(tmp_path / "chunk.npy", mmap_mode="r")])
+    before = _mapped_file_kb()
+    assert float(np.abs(stacked[np.arange(512), 1]).astype(np.float32).sum()) > 0
+    read = _mapped_file_kb()
+    assert read - before > 24 * 1024  # the pages read are resident in the process
+    stacked.release()
+    assert read - _mapped_file_kb() > 24 * 1024
+    rows = np.array([511, 3, 200])
+    assert np.array_equal(stacked[rows, 1], values[rows, 1])
+    # unfreezing's batches release them at every epoch's end
+    batches = ActivationBatches(stacked, np.arange(512), {"gender": np.zeros((512, 2), np.float32)}, 128, 2, 0.0, seed=0)
+    for index in range(len(batches)):
+        batches[index]
+    read = _mapped_file_kb()
+    batches.on_epoch_end()
+    assert read - _mapped_file_kb() > 12 * 1024
 
 
 def test_metrics_score_bins_seven_races_and_the_under_20s():
