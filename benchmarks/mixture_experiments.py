@@ -123,7 +123,7 @@ def main() -> None:
                 reuse_phases(unfrozen, deeper)
                 fine_tune(deeper)
             runs[name]["last three stages"] = deeper
-        runs[name]["rss"] = peak_rss_mb()
+        runs[name]["rss"] = None if args.score_only else peak_rss_mb()  # nothing trained: no training peak
         not_run += [str(config.output) for key, config in runs[name].items() if key != "rss" and not Path(config.output).exists()]
     if args.train_only:
         return
