@@ -116,15 +116,15 @@ def main() -> None:
         unfrozen = replace(base, datasets=specs[name], run_name=f"{name}-unfreeze", output=logs / f"{name}-unfreeze.keras", unfreeze=("1", "2"), init_heads=heads.output)
         if not Path(unfrozen.output).exists() and not args.score_only:
             fine_tune(unfrozen)
-        runs[name] = {"frozen": heads, "last two stages": unfrozen}
+        models = {"frozen": heads, "last two stages": unfrozen}
         if args.deeper and name == "mixture":
             deeper = replace(unfrozen, run_name=f"{name}-unfreeze3", output=logs / f"{name}-unfreeze3.keras", unfreeze=("1", "2", "3"))
             if not Path(deeper.output).exists() and not args.score_only:
                 reuse_phases(unfrozen, deeper)
                 fine_tune(deeper)
-            runs[name]["last three stages"] = deeper
-        runs[name]["rss"] = None if args.score_only else peak_rss_mb()  # nothing trained: no training peak
-        not_run += [str(config.output) for key, config in runs[name].items() if key != "rss" and not Path(config.output).exists()]
+            models["last three stages"] = deeper
+        runs[name] = (models, None if args.score_only else peak_rss_mb())  # nothing trained: no training peak
+        not_run += [str(config.output) for config in models.values() if not Path(config.output).exists()]
     if args.train_only:
         return
     backbone = create_backbone(base.backbone)
@@ -137,8 +137,8 @@ def main() -> None:
     }
     shipped = default_heads_path(backbone)
     rows: list[dict] = [{"data": "UTKFace (shipped)", "model": "last two stages, 12 epochs a phase, 5 races", "heads": str(shipped), "scores": score(shipped, parts, backbone, base)}]
-    for name, run in runs.items():
-        heads = run["frozen"]
+    for name, (models, rss) in runs.items():
+        heads = models["frozen"]
         if not Path(heads.output).exists():
             continue
         metadata = load_heads(heads.output).metadata
@@ -148,14 +148,14 @@ def main() -> None:
             "data": labels[name], "model": "frozen", "heads": str(heads.output), "epochs": len(history), "fit_seconds": fit,
             "seconds_per_epoch": round(fit / max(len(history), 1), 1), "history": history, "scores": score(Path(heads.output), parts, backbone, base),
         })
-        for model, unfrozen in run.items():
-            if model in ("frozen", "rss") or not Path(unfrozen.output).exists():
+        for model, unfrozen in models.items():
+            if model == "frozen" or not Path(unfrozen.output).exists():
                 continue
             phases = load_heads(unfrozen.output).metadata["training"]["phases"]
             last = phases[-1]
             rows.append({
                 "data": labels[name], "model": model, "heads": str(unfrozen.output), "epochs": last["epochs"], "fit_seconds": last["fit_seconds"],
-                "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb_after_training": run["rss"],
+                "seconds_per_epoch": last["seconds_per_epoch"], "phases": phases, "peak_rss_mb_after_training": rss,
                 "history": epoch_history(unfrozen.run_dir() / f"unfreeze-{last['unfrozen_stages']}"),
                 "scores": score(Path(unfrozen.output), parts, backbone, base),
             })

@@ -38,9 +38,8 @@ def loose_crop_face(image: np.ndarray, detector, margin: float) -> tuple[Box, np
     minus its margin) and no landmarks. Training chips are then cut the way the Analyzer cuts
     them from the same detections."""
     expected = margin_box(image, margin)
-    scored = [(overlap(d.box, expected), index, d) for index, d in enumerate(detector.detect(image))]
-    scored = [item for item in scored if item[0] > 0]
-    if not scored:
+    touching = [d for d in detector.detect(image) if overlap(d.box, expected) > 0]
+    if not touching:
         return expected, None, False
-    best = max(scored, key=lambda item: (item[0], -item[1]))[2]
+    best = max(touching, key=lambda d: overlap(d.box, expected))
     return tuple(int(v) for v in best.box), best.landmarks, True
