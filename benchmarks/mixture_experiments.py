@@ -3,7 +3,7 @@ stages unfrozen, each evaluated on both validation parts.
 
     python benchmarks/mixture_experiments.py --utkface ../shared/data/utkface --fairface ../shared/data/fairface
 
-Rows (validation: each dataset's own 15% split, seed 42, flip test-time augmentation):
+Rows (validation: each dataset's own 15% split, seed 42, flip test-time augmentation; --plain: none):
   shipped           today's default model (UTKFace's 5 races), for reference
   frozen            7-race heads on the frozen dlib ResNet's features (howold train)
   last two stages   level 4, level 5 and fc fine-tuned with the heads by progressive unfreezing
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("utkface", "mixture"), default=None, help="run one training set's rows only")
     parser.add_argument("--train-only", action="store_true", help="train the runs (resumable), score nothing")
     parser.add_argument("--score-only", action="store_true", help="train nothing: score the runs whose models exist, list the others as not run")
+    parser.add_argument("--plain", action="store_true", help="score the plain view only, as Analyzer() answers by default (no flip averaging)")
     parser.add_argument("--output", default="notebooks/mixture_results.json")
     args = parser.parse_args()
 
@@ -104,6 +105,7 @@ def main() -> None:
         datasets=specs["mixture"], detector=args.detector, logs_dir=logs,
         limit={"utkface": args.limit, "fairface": args.fairface_limit or args.limit}, epochs=args.heads_epochs,
         unfreeze_epochs=args.unfreeze_epochs, augment=AugmentConfig(views=4), train_views=4, mixup_alpha=0.2,
+        validation_views=(0,) if args.plain else (0, 1),
     )
     started = time.time()
     labels = {"utkface": "UTKFace", "mixture": "UTKFace + FairFace"}
