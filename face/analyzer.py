@@ -121,7 +121,7 @@ class Analyzer:
     # ---- the API -------------------------------------------------------------------------
 
     def analyze(self, image: ImageInput, boxes: Iterable[Sequence[float]] | None = None, crop: bool = False) -> list[dict]:
-        """One dict per face, largest first; [] when there is none. See README for the fields.
+        """One dict per face, largest first; [] when there is none: see `face.results_schema.FaceResult` for the fields.
 
         `boxes`: analyse these faces, no detection. `crop`: the image is one face (a face
         crop): the largest face the detector finds in it, else the whole image.
