@@ -85,7 +85,7 @@ def render_report(name: str, report: dict) -> list[str]:
     """One dataset's tables: headline, then each grouping the report holds, then confidence against accuracy."""
     title = TITLES.get(name, name)
     lines = [f"### {title}", "", f"{report.get('split_description', 'validation part')}; heads sha256 `{report.get('heads_sha256', 'unknown')[:16]}…`.", ""]
-    lines += _table("faces", [("all", report)])
+    lines += _table("part", [("all", report)])
     for key, label in GROUPS:
         groups = {group: row for group, row in report.get(key, {}).items() if row.get("n")}
         if groups:
