@@ -46,8 +46,8 @@ def test_readme_is_short_and_starts_with_the_two_commands():
 
 
 def test_readme_picture_is_committed_and_small():
-    image = DOCS / "images" / "demo.jpg"
-    assert "docs/images/demo.jpg" in README.read_text()
+    image = DOCS / "images" / "astronaut_howold.jpg"
+    assert "docs/images/astronaut_howold.jpg" in README.read_text()
     assert image.read_bytes()[:3] == b"\xff\xd8\xff" and image.stat().st_size < 300_000
 
 
@@ -123,14 +123,14 @@ def _report(with_new_keys: bool) -> dict:
 def test_card_renders_the_metrics_a_report_holds_and_no_others():
     old = "\n".join(model_card.render_report("utkface", _report(False)))
     assert "| all | 100 | 4.57 | 68.0% | 61.0% | 94.5% | 87.5% | 70.0% |" in old
-    headers = [line for line in old.splitlines() if line.startswith("| faces |") or line.startswith("| race |")]
+    headers = [line for line in old.splitlines() if line.startswith("| part |") or line.startswith("| race |")]
     assert headers and all("bias" not in h and "coverage" not in h for h in headers)
     assert "confidence bin" not in old
     assert "| Others |" not in old, "a group without faces gets no row"
     assert "Under 20 (exact ages): 12 faces, age MAE 2.66, bias +1.85 years." in old
 
     new = "\n".join(model_card.render_report("utkface", _report(True)))
-    assert "| faces | faces | age MAE | age bias | interval coverage | CS@5 |" in new
+    assert "| part | faces | age MAE | age bias | interval coverage | CS@5 |" in new
     assert "| all | 100 | 4.57 | +0.81 | 77.1% | 68.0% |" in new
     assert "| 0.50-0.60 | 10 | 55.0% | 50.0% |" in new and "0.90-1.00" not in new, "empty confidence bins are left out"
 
