@@ -190,13 +190,50 @@ def test_site_builds_strictly_offline(tmp_path):
         assert field in api, f"the API reference lacks {field}"
 
 
-def test_site_build_fails_on_a_broken_link(tmp_path):
+BREAKAGES = {
+    "a broken link": ("getting-started.md", "\nSee [the missing page](no-such-page.md).\n", "no-such-page.md"),
+    "a broken anchor": ("index.md", "\nSee [nothing](model-card.md#no-such-section).\n", "no-such-section"),
+    "a missing API reference": ("api.md", "\n::: face.NoSuchThing\n", "NoSuchThing"),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_site_build_fails_on(breakage, tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")
     pytest.importorskip("mkdocstrings_handlers.python")
+    page_name, text, named = BREAKAGES[breakage]
     docs = tmp_path / "docs"
     shutil.copytree(DOCS, docs)
-    page = docs / "getting-started.md"
-    page.write_text(page.read_text() + "\nSee [the missing page](no-such-page.md).\n")
+    page = docs / page_name
+    page.write_text(page.read_text() + text)
     result = _build(_mkdocs_config(tmp_path, docs), tmp_path / "site")
-    assert result.returncode != 0 and "no-such-page.md" in result.stderr
+    assert result.returncode != 0 and named in result.stderr + result.stdout, result.stderr[-2000:]
+
+
+# ---- the validation part the card is evaluated on -------------------------------------------------------------
+
+
+def test_validation_folder_links_the_held_out_part_in_each_layout(tmp_path):
+    from face.data import load_named, split_dataset
+
+    utk = tmp_path / "utk"
+    utk.mkdir()
+    for i in range(40):
+        (utk / f"{20 + i}_{i % 2}_{i % 5}_2017011617452{i:04d}.jpg.chip.jpg").write_bytes(f"image {i}".encode())
+    folder, count = model_card.validation_folder("utkface", utk, tmp_path / "utk-validation")
+    expected = {f.path.name for f in split_dataset(load_named("utkface", utk))[1].faces}
+    assert count == 6 and {p.name for p in folder.iterdir()} == expected
+    assert all(p.is_symlink() and p.resolve().parent == utk.resolve() for p in folder.iterdir())
+
+    fair = tmp_path / "fair"
+    (fair / "train").mkdir(parents=True)
+    rows = ["file,age,gender,race,service_test"]
+    for i in range(20):
+        (fair / "train" / f"{i}.jpg").write_bytes(f"face {i}".encode())
+        rows.append(f"train/{i}.jpg,20-29,{'Male' if i % 2 else 'Female'},East Asian,True")
+    (fair / "fairface_label_train.csv").write_text("\n".join(rows) + "\n")
+    folder, count = model_card.validation_folder("fairface", fair, tmp_path / "fair-validation")
+    linked = load_named("fairface", folder)
+    expected = {f.path.resolve() for f in split_dataset(load_named("fairface", fair))[1].faces}
+    assert count == 3 == len(linked) and {f.path.resolve() for f in linked.faces} == expected

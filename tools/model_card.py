@@ -160,12 +160,11 @@ def replace_tables(card: str, block: str, path: Path = CARD) -> str:
 
 
 def _split_supported() -> bool:
-    sys.path.insert(0, str(ROOT))
-    from face.cli import build_parser
+    """Whether `howold evaluate` has `--split` (then it picks the validation part itself)."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+    from cli_reference import _parser, subcommands
 
-    parser = build_parser()
-    evaluate = next(action for action in parser._subparsers._group_actions if hasattr(action, "choices")).choices["evaluate"]
-    return any("--split" in action.option_strings for action in evaluate._actions)
+    return any("--split" in action.option_strings for action in subcommands(_parser())["evaluate"]._actions)
 
 
 def validation_folder(kind: str, root: Path, into: Path) -> tuple[Path, int]:
