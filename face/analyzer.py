@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import TrainedHeads, default_heads_path, interpret, read_heads
+from .heads import TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
 from .images import ImageInput, describe, load_image
 from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
@@ -62,6 +62,8 @@ class Analyzer:
         if not heads_path.is_file():
             raise WeightsError(f"{heads_path}: no trained heads for backbone {self.backbone.name!r}; train them with `howold train --backbone {self.backbone.name}`")
         self.heads: TrainedHeads = read_heads(heads_path)  # its Keras model loads only if a runtime needs it
+        if runtime == "keras" or onnx_export_of(self.heads) is None:  # an exported graph holds the backbone itself
+            self.heads.check_backbone(self.backbone, heads_path)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")

@@ -322,14 +322,39 @@ def sidecar_path(weights_path: Path) -> Path:
     return weights_path.with_suffix(".json")
 
 
-def save_heads(model, path: str | Path, metadata: dict) -> Path:
+def save_heads(model, path: str | Path, metadata: dict, export: bool = True) -> Path:
+    """Save a model and its sidecar; with `export`, also its ONNX file beside it
+    (`onnx_export.export_heads`) when its backbone is a Keras network the export can
+    translate, so that it runs without TensorFlow."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".partial.keras")
     model.save(temporary)
     temporary.replace(path)
     sidecar_path(path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    if export:
+        export_if_possible(path)
     return path
+
+
+def export_if_possible(path: Path) -> Path | None:
+    """The ONNX export of a saved model, or None (with a warning) where the export cannot
+    translate it: Keras then runs it."""
+    import warnings
+
+    from .backbones import KerasBackbone, backbone_factory, create_backbone
+    from .onnx_export import ExportError, export_heads
+
+    name = json.loads(sidecar_path(path).read_text()).get("backbone", {}).get("backbone")
+    factory = backbone_factory(name) if name else None
+    if not (isinstance(factory, type) and issubclass(factory, KerasBackbone)):
+        return None
+    backbone = create_backbone(name)
+    try:
+        return export_heads(path, backbone)
+    except ExportError as error:
+        warnings.warn(f"{path}: no ONNX export, Keras will run it ({error})", stacklevel=2)
+        return None
 
 
 def store_float16(path: str | Path) -> Path:

@@ -11,9 +11,5 @@ from .base import Runtime
 class KerasRuntime(Runtime):
     name = "keras"
 
-    def __init__(self, backbone, heads):
-        super().__init__(backbone, heads)
-        heads.check_backbone(backbone)
-
     def predict(self, chips: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
         return self.heads.predict(self.heads.features_of(self.backbone, chips, batch_size), batch_size)

@@ -51,11 +51,10 @@ class OnnxRuntime(Runtime):
             raise ConfigError(f"runtime 'onnx' needs a Keras backbone; {backbone.name!r} is not one: use runtime 'keras'")
         self.model_path = onnx_export_of(heads, variant)
         if self.model_path is not None:
-            if heads.backbone != backbone.name:
+            if heads.backbone not in (backbone.name, backbone.heads_name):
                 raise WeightsError(f"{heads.path}: made with backbone {heads.backbone!r}, not {backbone.name!r}; use --backbone {heads.backbone}")
             self.session = create_session(str(self.model_path))
             return
-        heads.check_backbone(backbone)
         models = [heads.model] if heads.boundary == INPUT_LAYER else [backbone.model_to(heads.boundary), heads.model]
         chip = backbone.chip.size
         graph = export_onnx(models, (chip, chip, 3), list(OUTPUTS))
