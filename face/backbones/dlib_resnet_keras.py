@@ -322,10 +322,19 @@ class DlibResNetKeras(KerasBackbone):
     stages = STAGES
 
     def __init__(self, weights: str | Path | None = None):
-        self.weights_path = Path(weights) if weights else dlib_model_path("recognition")
-        if not self.weights_path.is_file():
-            raise WeightsError(f"{self.weights_path}: no such dlib weights file")
+        self._weights = Path(weights) if weights else None
+        if self._weights is not None and not self._weights.is_file():
+            raise WeightsError(f"{self._weights}: no such dlib weights file")
         self._model = None
+
+    @property
+    def weights_path(self) -> Path:
+        """dlib's own weights file; found on first use, since an exported model needs none."""
+        if self._weights is None:
+            self._weights = dlib_model_path("recognition")
+            if not self._weights.is_file():
+                raise WeightsError(f"{self._weights}: no such dlib weights file")
+        return self._weights
 
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
         return np.asarray(chips, dtype=np.float32)
