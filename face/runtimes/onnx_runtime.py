@@ -70,6 +70,12 @@ class OnnxRuntime(Runtime):
         ]
         return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(OUTPUTS)}
 
+    def warm_up(self, batch_size: int = 32) -> None:
+        """One chip through the graph: ONNX Runtime needs no tracing per batch size (its
+        kernels are prepared when the session loads), only its first allocations."""
+        size = self.backbone.chip.size
+        self.predict(np.zeros((1, size, size, 3), np.uint8), batch_size)
+
     def _check_against_keras(self, models) -> None:
         check_against_keras(self.session, models, self.backbone)
 
