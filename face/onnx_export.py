@@ -6,6 +6,10 @@ so a direct translation is shorter and sturdier than a general converter. Keras 
 ONNX's convolutions channels-first: the graph transposes once after the input and
 everything in between is NCHW. Nested functional models (a fine-tuned top, the heads) are
 inlined. A layer kind it does not know raises ExportError naming the layer.
+
+`export_heads` (`howold export`, and `howold train` when it saves a model) writes the whole
+graph as a file beside the `.keras` model, so that inference needs neither TensorFlow nor
+Keras: float16 where that is exact, ONNX external data where a file would pass 12 MB.
 """
 from __future__ import annotations
 
