@@ -190,3 +190,40 @@ def test_saving_a_model_exports_it_beside_itself(tmp_path):
     chips = np.stack([demo_image()[100:250, 150:300]] * 2)
     light = create_runtime("onnx", create_backbone("dlib-resnet-keras"), heads).predict(chips)
     assert light["age"].shape == (2, 101) and np.allclose(light["gender"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_serve_gets_ready_and_answers_with_tensorflow_and_keras_unimportable(tmp_path):
+    """A real `howold serve` on 127.0.0.1 in a process that cannot import TensorFlow or Keras."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = PLAIN_INSTALL + "from face.cli import main; sys.exit(main(sys.argv[1:]))"
+    server = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port)], env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+                    health = json.loads(response.read())
+                    break
+            except urllib.error.HTTPError as error:  # 503 while loading, or failed
+                assert json.loads(error.read())["status"] == "loading"
+                assert time.monotonic() < deadline, "not ready within 300 s"
+                time.sleep(0.2)
+            except OSError:  # refused while starting
+                assert time.monotonic() < deadline, "not ready within 300 s"
+                time.sleep(0.2)
+        assert health["status"] == "ready"
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/analyze", data=(ROOT / "face/assets/astronaut.png").read_bytes(), headers={"content-type": "image/png"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        assert len(answer["faces"]) == 1 and answer["faces"][0]["gender"] == "female"
+    finally:
+        server.terminate()
+        server.wait(30)
