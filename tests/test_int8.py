@@ -51,10 +51,13 @@ def test_int8_answers_close_to_float32_on_real_chips(utkface, network):
     chips = backbone.preprocess(dataset_chips(backbone, validation.subset(range(0, len(validation), 40))))
     reference, answers = run(graph, chips), run(int8, chips)
     age_shift = np.abs(expected_age(answers[0].astype(np.float64)) - expected_age(reference[0].astype(np.float64)))
-    # measured by benchmarks/bench_int8.py on 2,956 validation faces: a mean shift of about 0.3 years
-    assert age_shift.mean() < 0.8, age_shift
+    # measured on these 74 chips: a mean shift of 0.32 years, 1 gender and 2 races changed,
+    # gender's probability moved 0.005 on average; with the heads quantised too, or 8-bit
+    # weights on a CPU without VNNI, the mean age shift was 0.7-1.3 years
+    assert age_shift.mean() < 0.6, age_shift
     assert (answers[1].argmax(1) == reference[1].argmax(1)).mean() >= 0.95
-    assert np.abs(answers[1] - reference[1]).mean() < 0.05
+    assert (answers[2].argmax(1) == reference[2].argmax(1)).mean() >= 0.93
+    assert np.abs(answers[1] - reference[1]).mean() < 0.02
     for probabilities in answers:
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)  # softmax kept in float
 
