@@ -91,13 +91,21 @@ class Aligner:
     """Finds five landmarks inside a face box and cuts out the aligned chip a backbone wants."""
 
     def __post_init__(self) -> None:
-        import dlib
-
-        self._dlib = dlib
-        self._predictor = dlib.shape_predictor(str(dlib_model_path("landmarks5")))
+        self._predictor = None
         self._lock = threading.Lock()
 
+    def _load_dlib(self) -> None:
+        """dlib and its shape predictor, on first use: faces with the detector's own
+        landmarks never need them, and loading costs about a second of start-up."""
+        with self._lock:
+            if self._predictor is None:
+                import dlib
+
+                self._dlib = dlib
+                self._predictor = dlib.shape_predictor(str(dlib_model_path("landmarks5")))
+
     def landmarks(self, image: np.ndarray, box: Box):
+        self._load_dlib()
         left, top, right, bottom = (int(round(v)) for v in box)
         with self._lock:
             return self._predictor(image, self._dlib.rectangle(left, top, right, bottom))
@@ -115,6 +123,7 @@ class Aligner:
         chips: list[np.ndarray | None] = [None if points is None else warp_chip(image, points, spec) for points in landmarks]
         by_dlib = [i for i, chip in enumerate(chips) if chip is None]
         if by_dlib:
+            self._load_dlib()
             shapes = self._dlib.full_object_detections()
             for i in by_dlib:
                 shapes.append(self.landmarks(image, boxes[i]))

@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import TrainedHeads, default_heads_path, interpret, load_heads
+from .heads import TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
 from .images import ImageInput, describe, load_image
 from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
@@ -42,7 +42,8 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 class Analyzer:
     """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
     (yunet, hog, cnn); `tta`: any of "flip" and "oversample"; `runtime`: a name from
-    `face.runtimes` (onnx, keras), by default onnx wherever the model translates to ONNX."""
+    `face.runtimes` (onnx, keras), by default onnx wherever the model has an exported ONNX
+    file or translates to ONNX; with the exported file neither TensorFlow nor Keras loads."""
 
     def __init__(
         self,
@@ -60,8 +61,9 @@ class Analyzer:
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
         if not heads_path.is_file():
             raise WeightsError(f"{heads_path}: no trained heads for backbone {self.backbone.name!r}; train them with `howold train --backbone {self.backbone.name}`")
-        self.heads: TrainedHeads = load_heads(heads_path)
-        self.heads.check_backbone(self.backbone, heads_path)
+        self.heads: TrainedHeads = read_heads(heads_path)  # its Keras model loads only if a runtime needs it
+        if runtime == "keras" or onnx_export_of(self.heads) is None:  # an exported graph holds the backbone itself
+            self.heads.check_backbone(self.backbone, heads_path)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")

@@ -61,11 +61,11 @@ def cmd_analyze(args) -> int:
     if args.output is None:
         if args.engine != "local":
             raise ConfigError(f"--engine {args.engine} writes its results with --output FILE.jsonl")
-        return analyze_paths(_analyzer(args), args.inputs, args.output_dir or "howold_output", args.json, crop=args.crop)
+        return analyze_paths(_analyzer(args), args.inputs, args.output_dir or "howold_output", args.json, crop=args.crop, recursive=args.recursive)
     if args.json is not None:
         raise ConfigError("--json and --output are two ways to write the results; give one")
     with _engine(args) as engine:
-        return analyze_to_jsonl(engine, _analyzer_options(args), args.inputs, args.output, args.batch_size, args.output_dir, crop=args.crop)
+        return analyze_to_jsonl(engine, _analyzer_options(args), args.inputs, args.output, args.batch_size, args.output_dir, crop=args.crop, recursive=args.recursive)
 
 
 def cmd_demo(args) -> int:
@@ -98,6 +98,9 @@ def parse_limits(items: list[str] | None) -> int | dict | None:
 
 
 def cmd_train(args) -> int:
+    from .optional import require_keras
+
+    require_keras("howold train")
     from .data import DEFAULT_DATA_DIR
     from .features import AugmentConfig
     from .training import TrainConfig, headline, train
@@ -138,6 +141,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .optional import require_keras
+
+    require_keras("howold evaluate")
     from .evaluation import evaluate_folder
     from .training import headline
 
@@ -147,6 +153,17 @@ def cmd_evaluate(args) -> int:
     groups = {key: {name: {k: v for k, v in group.items() if v is not None} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
     print(json.dumps({"overall": headline(report), **groups}, indent=2))
     print(f"report written to {args.output}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .backbones import DEFAULT_BACKBONE, create_backbone
+    from .heads import default_heads_path
+    from .onnx_export import export_heads
+
+    backbone = create_backbone(args.backbone or DEFAULT_BACKBONE)
+    path = export_heads(args.heads or default_heads_path(backbone), backbone, args.output)
+    print(f"ONNX model written to {path}")
     return 0
 
 
@@ -179,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("inputs", nargs="+", help="image files or folders")
     analyze.add_argument("--output-dir", default=None, help="where annotated images go (default howold_output; with --output: none unless given)")
     analyze.add_argument("--json", default=None, help="write all results to this JSON file (default: print)")
+    analyze.add_argument("--recursive", "-r", action="store_true", help="look into subfolders of the folders given too")
     analyze.add_argument("--crop", action="store_true", help="each image is one face (a folder of face crops): the largest face found in it, else the whole image")
     analyze.add_argument("--output", default=None, metavar="FILE.jsonl", help="stream one JSON line per image to this file; a rerun skips the images already in it")
     analyze.add_argument("--batch-size", type=_at_least_one, default=32, help="images analysed together (with --output)")
@@ -251,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--heads", default=None)
     serve.set_defaults(handler=cmd_serve)
 
+    export = commands.add_parser("export", parents=[common], help="write a .keras model's ONNX file beside it: inference without TensorFlow")
+    export.add_argument("heads", nargs="?", default=None, help="the .keras model (default: the shipped one for the backbone)")
+    export.add_argument("--backbone", default=None, help="its backbone (default: the default backbone)")
+    export.add_argument("--output", default=None, help="the ONNX file (default: beside the model, .onnx)")
+    export.set_defaults(handler=cmd_export)
+
     backbones = commands.add_parser("backbones", parents=[common], help="list the registered backbones")
     backbones.set_defaults(handler=cmd_backbones)
     return parser
@@ -259,30 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
 def quiet_native_logs() -> None:
     """Keep TensorFlow's, oneDNN's, absl's and OpenCV's log lines off the terminal.
 
-    TensorFlow's C++ core writes its oneDNN and CPU-feature notices while it is imported,
-    before any log setting applies, so it is imported here with stderr pointed at /dev/null.
+    TensorFlow is imported only where it is needed (`face.optional.require_keras`), which
+    then keeps its start-up notices off stderr.
     """
-    import logging
-    import warnings
+    from . import optional
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("GLOG_minloglevel", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    optional.quiet = True
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="keras")
 
 
 def main(argv: list[str] | None = None) -> int:

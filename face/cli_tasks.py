@@ -38,25 +38,38 @@ def _problem(path: Path, error: BaseException) -> str:
     return message if message.startswith(f"{path}:") else f"{path}: {message}"
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def expand_inputs(inputs: Iterable[str | Path], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files to analyse and (path, reason) pairs skipped.
 
     Files named directly are always tried; a folder contributes its image files (by
-    suffix, sorted by name, not recursing); its other files and subfolders are skipped.
-    A path that does not exist is kept, so that it is reported as a failure.
+    suffix, sorted by name), and with `recursive` those of its subfolders, depth first,
+    each as the folder given joined with its path below it; other files (and, without
+    `recursive`, subfolders) are skipped. A path that does not exist is kept, so that it
+    is reported as a failure.
     """
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    seen: set[Path] = set()  # folders already searched: a linked folder loop ends
+
+    def search(folder: Path) -> None:
+        seen.add(folder.resolve())
+        for child in sorted(folder.iterdir(), key=lambda p: p.name):
+            if child.is_dir():
+                if not recursive:
+                    skipped.append((child, "skipped, a folder (give --recursive to look into subfolders)"))
+                elif child.resolve() in seen:
+                    skipped.append((child, "skipped, a folder already searched (a link loop)"))
+                else:
+                    search(child)
+            elif is_image_path(child):
+                files.append(child)
+            else:
+                skipped.append((child, f"skipped, not an image file by its suffix ({child.suffix or 'none'})"))
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for child in sorted(path.iterdir(), key=lambda p: p.name):
-                if child.is_dir():
-                    skipped.append((child, "skipped, a folder (folders are not searched recursively)"))
-                elif is_image_path(child):
-                    files.append(child)
-                else:
-                    skipped.append((child, f"skipped, not an image file by its suffix ({child.suffix or 'none'})"))
+            search(path)
         else:
             files.append(path)
     return files, skipped
@@ -92,9 +105,11 @@ def _write_json(results, json_path: str | Path | None) -> None:
     json_path.write_text(text + "\n", encoding="utf-8")
 
 
-def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None, crop: bool = False) -> int:
-    """Analyse image files and folders; annotated copies go to `output_dir` (None: none).
-    `crop`: each image is one face (see `Analyzer.analyze`).
+def analyze_paths(
+    analyzer, inputs: Iterable[str | Path], output_dir: str | Path | None, json_path: str | Path | None = None, crop: bool = False, recursive: bool = False
+) -> int:
+    """Analyse image files and folders (`recursive`: their subfolders too); annotated copies
+    go to `output_dir` (None: none). `crop`: each image is one face (see `Analyzer.analyze`).
 
     Each failure prints one line "howold: <file>: <problem>" to stderr and the run goes
     on. The JSON (a list of {"source", "faces"} or {"source", "error"}) goes to
@@ -102,7 +117,7 @@ def analyze_paths(analyzer, inputs: Iterable[str | Path], output_dir: str | Path
     """
     from tqdm import tqdm
 
-    files, skipped = expand_inputs(inputs)
+    files, skipped = expand_inputs(inputs, recursive)
     for path, reason in skipped:
         _say(f"{path}: {reason}")
     output = Path(output_dir) if output_dir is not None else None
@@ -143,9 +158,11 @@ def analyze_to_jsonl(
     batch_size: int = 32,
     output_dir: str | Path | None = None,
     crop: bool = False,
+    recursive: bool = False,
 ) -> int:
     """Analyse image files and folders with `engine`, appending one JSON line per image to
-    `output` as results come; sources already in `output` are skipped (resume).
+    `output` as results come; sources already in `output` are skipped (resume). `recursive`:
+    subfolders too.
 
     With `output_dir`, annotated copies are written too (each image is read a second
     time). `crop`: each image is one face. Ends with a summary line: images, faces, errors,
@@ -153,7 +170,7 @@ def analyze_to_jsonl(
     """
     from tqdm import tqdm
 
-    files, skipped = expand_inputs(inputs)
+    files, skipped = expand_inputs(inputs, recursive)
     for path, reason in skipped:
         _say(f"{path}: {reason}")
     if not files:
@@ -188,11 +205,14 @@ def analyze_to_jsonl(
     return 0 if errors == 0 else 1
 
 
-def demo_image() -> np.ndarray:
-    """The bundled demo photo: scikit-image's astronaut (Eileen Collins, NASA, public domain)."""
-    from skimage import data
+DEMO_IMAGE = Path(__file__).parent / "assets" / "astronaut.png"
 
-    return np.ascontiguousarray(data.astronaut()[:, :, :3], dtype=np.uint8)
+
+def demo_image() -> np.ndarray:
+    """The bundled demo photo: scikit-image's astronaut (Eileen Collins, NASA, public domain),
+    the same file, shipped with howold so that the demo needs no scikit-image."""
+    with Image.open(DEMO_IMAGE) as image:
+        return np.ascontiguousarray(np.asarray(image.convert("RGB")), dtype=np.uint8)
 
 
 def run_demo(analyzer, output_dir: str | Path) -> int:

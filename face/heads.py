@@ -12,6 +12,7 @@ the two answers always agree. Heads trained before (5 race outputs) still load a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,12 +222,27 @@ def interpret(outputs: dict[str, np.ndarray]) -> list[dict]:
 # ---- files -------------------------------------------------------------------------------
 
 
-@dataclass
 class TrainedHeads:
-    """Heads plus the sidecar that says which backbone and preprocessing they expect."""
+    """Heads plus the sidecar that says which backbone and preprocessing they expect.
 
-    model: object
-    metadata: dict
+    With a `path` and no model, the Keras model loads on first use of `model`: the sidecar
+    alone says what an exported ONNX file needs, so inference from it never imports Keras.
+    """
+
+    def __init__(self, model: object, metadata: dict, path: str | Path | None = None):
+        self._model = model
+        self.metadata = metadata
+        self.path = Path(path) if path is not None else None
+
+    @property
+    def model(self):
+        if self._model is None and self.path is not None:
+            self._model = _load_keras_heads(self.path, self.metadata)
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        self._model = model
 
     @property
     def backbone(self) -> str:
@@ -243,8 +259,9 @@ class TrainedHeads:
             return backbone.embed(chips, batch_size=batch_size)
         return backbone.activations(chips, (self.boundary,), batch_size=batch_size)[self.boundary]
 
-    def check_backbone(self, backbone, path) -> None:
+    def check_backbone(self, backbone, path=None) -> None:
         """A WeightsError when `backbone` cannot feed this model."""
+        path = path if path is not None else self.path
         expected = self.metadata.get("input_shape") or [self.metadata.get("backbone", {}).get("feature_size")]
         if self.boundary is not None:
             stages = getattr(backbone, "stages", ())
@@ -305,14 +322,39 @@ def sidecar_path(weights_path: Path) -> Path:
     return weights_path.with_suffix(".json")
 
 
-def save_heads(model, path: str | Path, metadata: dict) -> Path:
+def save_heads(model, path: str | Path, metadata: dict, export: bool = True) -> Path:
+    """Save a model and its sidecar; with `export`, also its ONNX file beside it
+    (`onnx_export.export_heads`) when its backbone is a Keras network the export can
+    translate, so that it runs without TensorFlow."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".partial.keras")
     model.save(temporary)
     temporary.replace(path)
     sidecar_path(path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    if export:
+        export_if_possible(path)
     return path
+
+
+def export_if_possible(path: Path) -> Path | None:
+    """The ONNX export of a saved model, or None (with a warning) where the export cannot
+    translate it: Keras then runs it."""
+    import warnings
+
+    from .backbones import KerasBackbone, backbone_factory, create_backbone
+    from .onnx_export import ExportError, export_heads
+
+    name = json.loads(sidecar_path(path).read_text()).get("backbone", {}).get("backbone")
+    factory = backbone_factory(name) if name else None
+    if not (isinstance(factory, type) and issubclass(factory, KerasBackbone)):
+        return None
+    backbone = create_backbone(name)
+    try:
+        return export_heads(path, backbone)
+    except ExportError as error:
+        warnings.warn(f"{path}: no ONNX export, Keras will run it ({error})", stacklevel=2)
+        return None
 
 
 def store_float16(path: str | Path) -> Path:
@@ -353,8 +395,14 @@ def store_float16(path: str | Path) -> Path:
 
 def load_heads(path: str | Path) -> TrainedHeads:
     """Load heads and their sidecar; a missing or broken file is a WeightsError naming it."""
-    import keras
+    heads = read_heads(path)
+    heads.model  # noqa: B018 - loads now, so that a broken file fails here
+    return heads
 
+
+def read_heads(path: str | Path) -> TrainedHeads:
+    """Heads whose Keras model loads only when first used: the sidecar is read now (a
+    WeightsError if the heads file or its sidecar is missing or unreadable)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such heads file")
@@ -362,15 +410,42 @@ def load_heads(path: str | Path) -> TrainedHeads:
         metadata = json.loads(sidecar_path(path).read_text())
     except (OSError, ValueError) as error:
         raise WeightsError(f"{sidecar_path(path)}: missing or unreadable sidecar ({error})") from None
+    return TrainedHeads(None, metadata, path)
+
+
+def _load_keras_heads(path: Path, metadata: dict):
+    from .optional import require_keras
+
+    keras = require_keras(f"{path.name} has no exported ONNX file, so Keras runs it")
     if metadata.get("boundary"):  # a fine-tuned part of a backbone: its custom layers must be known
         from .backbones import backbone_factory
 
-        backbone_factory(metadata.get("backbone", {}).get("backbone", ""))
+        backbone_factory(metadata.get("backbone", {}).get("backbone", "")).register_keras_layers()
     try:
-        model = keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False)
     except Exception as error:  # keras raises many types for a bad file
         raise WeightsError(f"{path}: not a loadable Keras heads file ({type(error).__name__}: {error})") from None
-    return TrainedHeads(model, metadata)
+
+
+def onnx_export_of(heads: TrainedHeads, key: str = "onnx") -> Path | None:
+    """The ONNX file exported from these heads' `.keras` (sidecar entry `key`: "onnx"; an
+    int8 variant may add its own), or None when there is none or the `.keras` file has
+    changed since the export (its sha256 no longer matches the one recorded)."""
+    entry = heads.metadata.get(key)
+    if not entry or heads.path is None:
+        return None
+    path = heads.path.parent / entry["file"]
+    if not path.is_file() or file_sha256(heads.path) != entry.get("keras_sha256"):
+        return None
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def config_dict(config: HeadsConfig) -> dict:

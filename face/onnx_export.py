@@ -6,8 +6,14 @@ so a direct translation is shorter and sturdier than a general converter. Keras 
 ONNX's convolutions channels-first: the graph transposes once after the input and
 everything in between is NCHW. Nested functional models (a fine-tuned top, the heads) are
 inlined. A layer kind it does not know raises ExportError naming the layer.
+
+`export_heads` (`howold export`, and `howold train` when it saves a model) writes the whole
+graph as a file beside the `.keras` model, so that inference needs neither TensorFlow nor
+Keras: float16 where that is exact, ONNX external data where a file would pass 12 MB.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -79,7 +85,9 @@ class _Translator:
         return self.emitted_pads[name]
 
     def layer(self, layer, sources: list[str], node) -> list[str]:
-        import keras
+        from .optional import require_keras
+
+        keras = require_keras("translating a Keras model to ONNX")
 
         g = self.graph
         kind = type(layer).__name__
@@ -211,6 +219,7 @@ def export_onnx(models: list, input_shape: tuple[int, int, int], output_names: l
         if missing:
             raise ExportError(f"model {model.name!r} has no outputs {sorted(missing)}")
         current = [by_tensor[id(model.output[name])] for name in output_names]
+    outputs = [model.output[name] for name in output_names] if isinstance(model.output, dict) else list(model.outputs)
     if len(current) != len(output_names):
         raise ExportError(f"the last model gives {len(current)} outputs, not {len(output_names)} ({output_names})")
     for name, output in zip(output_names, current):
@@ -219,10 +228,107 @@ def export_onnx(models: list, input_shape: tuple[int, int, int], output_names: l
         graph.nodes,
         "howold",
         [helper.make_tensor_value_info("chips", TensorProto.FLOAT, ["batch", *input_shape])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", f"{name}_classes"]) for name in output_names],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", _width(tensor)]) for name, tensor in zip(output_names, outputs)],
         graph.initializers,
     )
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="howold")
     model.ir_version = 8
     checker.check_model(model)
     return model
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+#: No shipped file may be larger: a bigger graph keeps its largest tensors in `<name>.onnx.data`.
+MAX_FILE_BYTES = 12_000_000
+
+
+def store_float16(model) -> None:
+    """Initializers whose values float16 holds exactly (a `.keras` saved by
+    `heads.store_float16`) are stored as float16, each cast back to float32 by a Cast node
+    that ONNX Runtime folds into a constant when the session loads: half the bytes, the
+    same numbers. The others stay float32 (dlib's own weights, say)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for tensor in model.graph.initializer:
+        if tensor.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(tensor)
+        half = values.astype(np.float16)
+        if values.size < 2 or not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = tensor.name
+        stored = f"{name}/float16"
+        casts.append(helper.make_node("Cast", [stored], [name], name=f"{name}/cast", to=TensorProto.FLOAT))
+        tensor.CopyFrom(numpy_helper.from_array(half, stored))
+    nodes = casts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def save_model(model, path: Path) -> list[Path]:
+    """Write `model` to `path`; while it would exceed MAX_FILE_BYTES its largest tensors go
+    to `<path>.data` instead (ONNX's external data, read by ONNX Runtime beside the file).
+    Returns the files written."""
+    import onnx
+    from onnx.external_data_helper import set_external_data, write_external_data_tensors
+
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    tensors = sorted(model.graph.initializer, key=lambda t: len(t.raw_data), reverse=True)
+    size, moved = model.ByteSize(), 0
+    for tensor in tensors:
+        if size <= MAX_FILE_BYTES:
+            break
+        size -= len(tensor.raw_data)
+        set_external_data(tensor, location=data.name)
+        moved += 1
+    temporary = path.with_name(path.stem + ".partial.onnx")
+    if moved:
+        write_external_data_tensors(model, str(path.parent))  # writes data, clears raw_data
+    onnx.save_model(model, str(temporary))
+    temporary.replace(path)
+    if moved:
+        data.chmod(0o644)  # written private by onnx; as readable as the model file
+    return [path, data] if moved else [path]
+
+
+def export_heads(heads_path: str | Path, backbone=None, output: str | Path | None = None) -> Path:
+    """The whole inference graph of a `.keras` model (the backbone's frozen part, the
+    fine-tuned part and the heads: chips in, probabilities out) as an ONNX file beside it
+    (default `<name>.onnx`), checked against Keras, and recorded in its sidecar with the
+    sha256 of the `.keras` it came from, so that a changed model is not answered from a
+    stale export."""
+    import json
+
+    from .backbones import create_backbone
+    from .backbones.base import INPUT_LAYER
+    from .heads import file_sha256, load_heads, sidecar_path
+    from .runtimes.base import OUTPUTS
+    from .runtimes.onnx_runtime import check_against_keras, create_session
+
+    heads_path = Path(heads_path)
+    heads = load_heads(heads_path)
+    backbone = backbone or create_backbone(heads.backbone)
+    heads.check_backbone(backbone)
+    models = [heads.model] if heads.boundary == INPUT_LAYER else [backbone.model_to(heads.boundary), heads.model]
+    chip = backbone.chip.size
+    graph = export_onnx(models, (chip, chip, 3), list(OUTPUTS))
+    store_float16(graph)
+    path = Path(output) if output else heads_path.with_suffix(".onnx")
+    files = save_model(graph, path)
+    check_against_keras(create_session(str(path)), models, backbone)
+    entry = {"file": path.name, "sha256": file_sha256(path), "keras_sha256": file_sha256(heads_path)}
+    if len(files) > 1:
+        entry.update(data=files[1].name, data_sha256=file_sha256(files[1]))
+    metadata = json.loads(sidecar_path(heads_path).read_text())
+    metadata["onnx"] = entry
+    sidecar_path(heads_path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _width(tensor) -> int | str:
+    """An output's number of classes, recorded in the graph (empty batches need it)."""
+    width = tensor.shape[-1]
+    return int(width) if width is not None else "classes"

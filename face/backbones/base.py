@@ -44,6 +44,10 @@ class Backbone(ABC):
     def fingerprint(self) -> str:
         """Identifies the weights in use, so caches built with other weights are not reused."""
 
+    @classmethod
+    def register_keras_layers(cls) -> None:
+        """Make the custom Keras layers of this backbone known (model files name them)."""
+
     def describe(self) -> dict:
         return {
             "backbone": self.name,

