@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import TrainedHeads, default_heads_path, interpret, load_heads
+from .heads import AgeReadout, TrainedHeads, default_heads_path, interpret, load_heads
 from .images import ImageInput, describe, load_image
 from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
@@ -42,7 +42,9 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 class Analyzer:
     """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
     (yunet, hog, cnn); `tta`: any of "flip" and "oversample"; `runtime`: a name from
-    `face.runtimes` (onnx, keras), by default onnx wherever the model translates to ONNX."""
+    `face.runtimes` (onnx, keras), by default onnx wherever the model translates to ONNX;
+    `age_readout`: how the age is read from its distribution (heads.AgeReadout.from_metadata:
+    "default", the model's own; "plain", the distribution as the heads give it)."""
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class Analyzer:
         detection_threshold: float | None = None,
         alignment: str = "landmarks",
         runtime: str | None = None,
+        age_readout: str = "default",
     ):
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
@@ -62,6 +65,7 @@ class Analyzer:
             raise WeightsError(f"{heads_path}: no trained heads for backbone {self.backbone.name!r}; train them with `howold train --backbone {self.backbone.name}`")
         self.heads: TrainedHeads = load_heads(heads_path)
         self.heads.check_backbone(self.backbone, heads_path)
+        self.age_readout: AgeReadout = AgeReadout.from_metadata(self.heads.metadata, age_readout)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
@@ -116,7 +120,7 @@ class Analyzer:
 
     def predict_chips(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> list[dict]:
         """Answers for chips; `per_face` consecutive chips belong to one face and are averaged."""
-        return interpret(self.predict_probabilities(chips, per_face, batch_size))
+        return interpret(self.predict_probabilities(chips, per_face, batch_size), self.age_readout)
 
     # ---- the API -------------------------------------------------------------------------
 

@@ -142,10 +142,12 @@ def cmd_evaluate(args) -> int:
     from .training import headline
 
     report = evaluate_folder(
-        args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit, detector=args.crop_detector
+        args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
+        detector=args.crop_detector, split=args.split, age_readout=args.age_readout,
     )
-    groups = {key: {name: {k: v for k, v in group.items() if v is not None} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
-    print(json.dumps({"overall": headline(report), **groups}, indent=2))
+    groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
+    overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
+    print(json.dumps({"overall": overall, **groups}, indent=2))
     print(f"report written to {args.output}")
     return 0
 
@@ -240,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)
     evaluate.add_argument("--heads", default=None)
     evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--split", default="all", choices=["all", "validation", "train"], help="score all faces, or one side of training's split (15%%, seed 42)")
+    evaluate.add_argument("--age-readout", default="default", help="the model's age readout: default (its sidecar's), plain (the distribution as the heads give it), or one the sidecar lists")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")
