@@ -307,7 +307,7 @@ def evaluate_folder(
     FairFace's loose crops are detected with `detector` first. Plain and mirrored views are averaged.
     `split`: "validation" or "train" scores that side of the split training makes (15%, seed 42),
     so that a model is judged on faces it never learnt from. `age_readout`: the model's
-    readout to apply (heads.AgeReadout.from_metadata: "default", "plain", or one it lists).
+    readout to apply (heads.AgeReadout.from_metadata: "default", "raw", or one it lists).
     """
     import json
 

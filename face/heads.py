@@ -243,17 +243,17 @@ class AgeReadout:
 
     @classmethod
     def from_metadata(cls, metadata: dict, name: str = "default") -> "AgeReadout":
-        """The sidecar's readout: "default" (its "readout" entry; none: the identity), "plain"
-        (the identity), or any other name listed under its "readout" "options" (each a set of
-        fields that replace the default's)."""
+        """The sidecar's readout: "default" (its "readout" entry; none: the identity), "raw"
+        (the identity: the mean of the distribution as the heads give it), or any other name
+        listed under its "readout" "options" (each a set of fields that replace the default's)."""
         entry = dict(metadata.get("readout") or {})
         options = entry.pop("options", {})
-        if name == "plain":
+        if name == "raw":
             return cls()
         if name == "default":
             return cls.from_dict(entry)
         if name not in options:
-            raise WeightsError(f"unknown age readout {name!r}; this model has {', '.join(['default', 'plain', *options])}")
+            raise WeightsError(f"unknown age readout {name!r}; this model has {', '.join(['default', 'raw', *options])}")
         return cls.from_dict({**entry, **options[name]})
 
 
@@ -286,11 +286,15 @@ def expected_age(age_probabilities: np.ndarray) -> np.ndarray:
 
 def age_percentiles(age_probabilities: np.ndarray, low: float = 0.1, high: float = 0.9) -> np.ndarray:
     """(N, 2) ages below which `low` and `high` of the probability lies, interpolated."""
-    cumulative = np.cumsum(age_probabilities, axis=1)
-    result = np.empty((len(age_probabilities), 2), np.float32)
-    for row, cdf in enumerate(cumulative):
-        cdf = np.maximum.accumulate(cdf / cdf[-1])
-        result[row] = np.interp([low, high], cdf, AGES)
+    cdf = np.cumsum(np.asarray(age_probabilities, np.float64), axis=1)
+    cdf = np.maximum.accumulate(cdf / cdf[:, -1:], axis=1)
+    rows = np.arange(len(cdf))
+    result = np.empty((len(cdf), 2), np.float32)
+    for column, level in enumerate((low, high)):
+        above = np.clip((cdf < level).sum(axis=1), 1, len(AGES) - 1)  # cdf[above - 1] < level <= cdf[above]
+        before, after = cdf[rows, above - 1], cdf[rows, above]
+        share = np.clip((level - before) / np.maximum(after - before, 1e-12), 0.0, 1.0)
+        result[:, column] = AGES[above - 1] + share
     return result
 
 

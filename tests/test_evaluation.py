@@ -124,9 +124,9 @@ def test_readout_from_the_sidecar_and_its_errors():
     prior = tuple(np.full(101, 1 / 101))
     metadata = {"readout": {"alpha": 0.5, "temperature": 1.2, "prior": list(prior), "options": {"least-error": {"alpha": 0.0, "temperature": 1.0}}}}
     assert AgeReadout.from_metadata(metadata) == AgeReadout(0.5, 1.2, prior)
-    assert AgeReadout.from_metadata(metadata, "plain").identity and AgeReadout.from_metadata({}).identity
+    assert AgeReadout.from_metadata(metadata, "raw").identity and AgeReadout.from_metadata({}).identity
     assert AgeReadout.from_metadata(metadata, "least-error") == AgeReadout(0.0, 1.0, prior)
-    with pytest.raises(WeightsError, match="unknown age readout 'fast'; this model has default, plain, least-error"):
+    with pytest.raises(WeightsError, match="unknown age readout 'fast'; this model has default, raw, least-error"):
         AgeReadout.from_metadata(metadata, "fast")
     with pytest.raises(ValueError, match="temperatures must be positive"):
         AgeReadout(temperature=0)
