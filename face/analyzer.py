@@ -23,6 +23,9 @@ from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
 
 TTA_OPTIONS = ("flip", "oversample")
+#: each face is averaged with its mirror image unless told otherwise: one more pass through the
+#: network a face (benchmarks/bench_flip.py), steadier answers, and the views every documented figure uses
+DEFAULT_TTA = ("flip",)
 #: "landmarks": chips from the detector's own landmarks where it gives them (YuNet), else
 #: dlib's; "dlib": always dlib's 5-point shape predictor (benchmarks/bench_alignment.py).
 ALIGNMENTS = ("landmarks", "dlib")
@@ -41,10 +44,11 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 
 class Analyzer:
     """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
-    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"; `runtime`: a name from
+    (yunet, hog, cnn); `tta`: any of "flip" and "oversample" (default flip; () for none); `runtime`: a name from
     `face.runtimes` (onnx, keras), by default onnx wherever the model translates to ONNX;
     `age_readout`: how the age is read from its distribution (heads.AgeReadout.from_metadata:
-    "default", the model's own; "plain", the distribution as the heads give it)."""
+    "default", the model's own; "raw", the mean of the distribution as the heads give it;
+    or one the model's sidecar lists, e.g. "least-error")."""
 
     def __init__(
         self,
@@ -52,7 +56,7 @@ class Analyzer:
         detector: str = DEFAULT_DETECTOR,
         heads: str | Path | None = None,
         upsample: int | None = None,
-        tta: Sequence[str] = (),
+        tta: Sequence[str] = DEFAULT_TTA,
         max_detect_side: int = DEFAULT_MAX_SIDE,
         detection_threshold: float | None = None,
         alignment: str = "landmarks",
