@@ -29,6 +29,7 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upsample", type=int, default=None, help="times to double the image before detection (small faces); default: 0 for yunet, 1 for dlib's")
     parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample", "none"], help="test-time augmentation, repeatable (default: flip; none: the plain chip alone)")
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="what runs the network: onnx (ONNX Runtime; the default wherever the model translates) or keras (TensorFlow)")
+    parser.add_argument("--age-readout", default="default", help="how the age is read from the model's distribution: default (least biased by age band), least-error (lowest MAE), raw (the distribution's mean)")
 
 
 def _analyzer_options(args) -> dict:
@@ -37,7 +38,7 @@ def _analyzer_options(args) -> dict:
     from .analyzer import DEFAULT_TTA
 
     tta = tuple(option for option in args.tta if option != "none") if args.tta else DEFAULT_TTA
-    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tta, runtime=args.runtime)
+    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tta, runtime=args.runtime, age_readout=args.age_readout)
 
 
 def _analyzer(args):

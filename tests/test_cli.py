@@ -86,3 +86,5 @@ def test_flip_is_the_default_and_none_turns_it_off() -> None:
         assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "none"]))["tta"] == ()
         assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "oversample"]))["tta"] == ("oversample",)
         assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "flip", "--tta", "oversample"]))["tta"] == ("flip", "oversample")
+        assert _analyzer_options(parser.parse_args([command, *inputs]))["age_readout"] == "default"
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--age-readout", "least-error"]))["age_readout"] == "least-error"
