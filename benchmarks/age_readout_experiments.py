@@ -303,6 +303,9 @@ def goals(results: dict, lever: str, reference: str = "shipped, plain view") -> 
 
 
 def markdown(results: dict) -> str:
+    def mae(lever: str) -> str:
+        return number(next(row for row in results["levers"] if row["lever"] == lever)["datasets"]["utkface"]["age_mae"])
+
     lines = [
         "# Age readout: the pull of the training prior, the interval's width, flip",
         "",
@@ -311,6 +314,18 @@ def markdown(results: dict) -> str:
         f"{results['faces']['fairface']} (age bins). Parameters are cross-fitted: each half of the faces is read "
         "with the parameters chosen on the other half (chosen on UTKFace's exact ages); the readout shipped is the one "
         "chosen on all of them. Produced by `python benchmarks/age_readout_experiments.py`.",
+        "",
+        "## What ships",
+        "",
+        f"The model's sidecar (`readout`) makes **{SHIPPED['default']}** the default: the age is the median of the distribution "
+        "divided by the training prior to the power alpha, and the 10-90% interval comes from that distribution sharpened or "
+        "widened by a temperature that depends on the age, so that it covers about 80% in every band. It trades MAE for bias: "
+        f"`Analyzer(age_readout=\"least-error\")` / `--age-readout least-error` ({SHIPPED['least-error']}) keeps a lower MAE "
+        f"(UTKFace {mae(SHIPPED['least-error'])} against {mae(SHIPPED['default'])}) and the calibrated interval, but not the bias; "
+        "`raw` is the mean of the distribution as the heads give it (the readout before). "
+        "Analyzer, `howold analyze` and the web page now average each face with its mirror image by default (`--tta none`, "
+        "`tta=()` turn it off; its cost: `python benchmarks/bench_flip.py`), so the default is what the flip rows measure. "
+        "Gender and race do not depend on the age readout: their figures differ between rows only by flip.",
         "",
         f"## Goals, for the shipped readout ({SHIPPED['default']}), against the readout Analyzer gave before (shipped, plain view)",
         "",
