@@ -297,6 +297,9 @@ def test_query_options(client):
     flipped = analyze(client, astronaut_jpeg(), tta=["flip"])
     assert flipped.status_code == 200
     assert [f["box"] for f in flipped.json()["faces"]] == [f["box"] for f in plain["faces"]]
+    assert flipped.json()["faces"] == plain["faces"]  # flip is the default
+    mirrorless = analyze(client, astronaut_jpeg(), tta=["none"])
+    assert mirrorless.status_code == 200 and mirrorless.json()["faces"][0]["gender_confidence"] != plain["faces"][0]["gender_confidence"]
     # a second analyzer, built on first use; on a crop around her face, as the CNN is slow on CPUs
     from skimage import data
 
