@@ -236,11 +236,12 @@ def save_plots(
         figure, axis = plt.subplots(figsize=(5.5, 5))
         axis.fill_between(curve["x"], curve["low"], curve["high"], alpha=0.25, label="mean 10-90% interval")
         axis.plot(curve["x"], curve["mean"], marker="o", markersize=3, label="mean predicted age")
-        if curve["kind"] == "bins":
+        if curve["kind"] == "bins":  # each bin as a square on the diagonal: inside it, the age is in the bin
+            from matplotlib.patches import Rectangle
+
             for low, high in AGE_BINS:
-                axis.plot([low, high + 1], [low, low], color="grey", linewidth=0.5)
-                axis.plot([low, high + 1], [high + 1, high + 1], color="grey", linewidth=0.5)
-            axis.plot([], [], color="grey", linewidth=0.5, label="true bin's edges")
+                axis.add_patch(Rectangle((low, low), high + 1 - low, high + 1 - low, fill=False, edgecolor="grey", linewidth=0.6))
+            axis.plot([], [], color="grey", linewidth=0.6, label="the true bins")
         axis.plot([0, 100], [0, 100], color="red", linewidth=1, label="true age")
         axis.set_xlabel("true age" + (" (bin middle)" if curve["kind"] == "bins" else ""))
         axis.set_ylabel("predicted age")
