@@ -17,12 +17,15 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
+from .heads import AgeReadout, TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
 from .images import ImageInput, describe, load_image
 from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
 
 TTA_OPTIONS = ("flip", "oversample")
+#: each face is averaged with its mirror image unless told otherwise: one more pass through the
+#: network a face (benchmarks/bench_flip.py), steadier answers, and the views every documented figure uses
+DEFAULT_TTA = ("flip",)
 #: "landmarks": chips from the detector's own landmarks where it gives them (YuNet), else
 #: dlib's; "dlib": always dlib's 5-point shape predictor (benchmarks/bench_alignment.py).
 ALIGNMENTS = ("landmarks", "dlib")
@@ -41,9 +44,12 @@ def oversample(chips: np.ndarray, size: int) -> np.ndarray:
 
 class Analyzer:
     """Detects, aligns and analyses faces. `detector`: a name from `face.detectors`
-    (yunet, hog, cnn); `tta`: any of "flip" and "oversample"; `runtime`: a name from
+    (yunet, hog, cnn); `tta`: any of "flip" and "oversample" (default flip; () for none); `runtime`: a name from
     `face.runtimes` (onnx, keras), by default onnx wherever the model has an exported ONNX
-    file or translates to ONNX; with the exported file neither TensorFlow nor Keras loads."""
+    file or translates to ONNX; with the exported file neither TensorFlow nor Keras loads.
+    `age_readout`: how the age is read from its distribution (heads.AgeReadout.from_metadata:
+    "default", the model's own; "raw", the mean of the distribution as the heads give it;
+    or one the model's sidecar lists, e.g. "least-error")."""
 
     def __init__(
         self,
@@ -51,11 +57,12 @@ class Analyzer:
         detector: str = DEFAULT_DETECTOR,
         heads: str | Path | None = None,
         upsample: int | None = None,
-        tta: Sequence[str] = (),
+        tta: Sequence[str] = DEFAULT_TTA,
         max_detect_side: int = DEFAULT_MAX_SIDE,
         detection_threshold: float | None = None,
         alignment: str = "landmarks",
         runtime: str | None = None,
+        age_readout: str = "default",
     ):
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
@@ -64,6 +71,7 @@ class Analyzer:
         self.heads: TrainedHeads = read_heads(heads_path)  # its Keras model loads only if a runtime needs it
         if runtime == "keras" or onnx_export_of(self.heads) is None:  # an exported graph holds the backbone itself
             self.heads.check_backbone(self.backbone, heads_path)
+        self.age_readout: AgeReadout = AgeReadout.from_metadata(self.heads.metadata, age_readout)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
@@ -118,7 +126,7 @@ class Analyzer:
 
     def predict_chips(self, chips: np.ndarray, per_face: int = 1, batch_size: int = 32) -> list[dict]:
         """Answers for chips; `per_face` consecutive chips belong to one face and are averaged."""
-        return interpret(self.predict_probabilities(chips, per_face, batch_size))
+        return interpret(self.predict_probabilities(chips, per_face, batch_size), self.age_readout)
 
     # ---- the API -------------------------------------------------------------------------
 

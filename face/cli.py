@@ -27,14 +27,18 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help=f"face detector (default {DEFAULT_DETECTOR}; hog and cnn are dlib's)")
     parser.add_argument("--upsample", type=int, default=None, help="times to double the image before detection (small faces); default: 0 for yunet, 1 for dlib's")
-    parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample"], help="test-time augmentation")
+    parser.add_argument("--tta", action="append", default=[], choices=["flip", "oversample", "none"], help="test-time augmentation, repeatable (default: flip; none: the plain chip alone)")
     parser.add_argument("--runtime", default=None, choices=RUNTIMES, help="what runs the network: onnx (ONNX Runtime; the default wherever the model translates) or keras (TensorFlow)")
+    parser.add_argument("--age-readout", default="default", help="how the age is read from the model's distribution: default (least biased by age band), least-error (lowest MAE), raw (the distribution's mean)")
 
 
 def _analyzer_options(args) -> dict:
     from .backbones import DEFAULT_BACKBONE
 
-    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tuple(args.tta), runtime=args.runtime)
+    from .analyzer import DEFAULT_TTA
+
+    tta = tuple(option for option in args.tta if option != "none") if args.tta else DEFAULT_TTA
+    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tta, runtime=args.runtime, age_readout=args.age_readout)
 
 
 def _analyzer(args):
@@ -148,10 +152,12 @@ def cmd_evaluate(args) -> int:
     from .training import headline
 
     report = evaluate_folder(
-        args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit, detector=args.crop_detector
+        args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
+        detector=args.crop_detector, split=args.split, age_readout=args.age_readout,
     )
-    groups = {key: {name: {k: v for k, v in group.items() if v is not None} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
-    print(json.dumps({"overall": headline(report), **groups}, indent=2))
+    groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
+    overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
+    print(json.dumps({"overall": overall, **groups}, indent=2))
     print(f"report written to {args.output}")
     return 0
 
@@ -258,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)
     evaluate.add_argument("--heads", default=None)
     evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--split", default="all", choices=["all", "validation", "train"], help="score all faces, or one side of training's split (15%%, seed 42)")
+    evaluate.add_argument("--age-readout", default="default", help="the model's age readout: default (its sidecar's), raw (the mean of the distribution as the heads give it), or one the sidecar lists, e.g. least-error")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")

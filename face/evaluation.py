@@ -8,7 +8,7 @@ import numpy as np
 from .data import AGE_BIN_NAMES, AGE_BINS, FAIRFACE_RACES, GENDERS, RACE_SETS, RACES, age_bin_of
 from .backbones import DEFAULT_BACKBONE
 from .detectors import DEFAULT_DETECTOR
-from .heads import expected_age, race5_probabilities
+from .heads import AgeReadout, age_percentiles, race5_probabilities
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -21,40 +21,113 @@ def _rate(hits: np.ndarray) -> float | None:
     return round(float(hits.mean()), 4) if len(hits) else None
 
 
+#: confidence bins of the gender calibration table: [0.5, 0.6), ..., [0.9, 1.0]
+GENDER_CONFIDENCE_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def gender_calibration(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Confidence against accuracy: per bin of the reported gender_confidence, the faces in it,
+    their mean confidence and the share whose gender was right. An honest confidence has the two
+    close in every bin."""
+    table = []
+    for index, (low, high) in enumerate(zip(GENDER_CONFIDENCE_BINS[:-1], GENDER_CONFIDENCE_BINS[1:])):
+        last = index == len(GENDER_CONFIDENCE_BINS) - 2
+        inside = (confidence >= low) & ((confidence <= high) if last else (confidence < high))
+        table.append(
+            {
+                "confidence": f"{low:.1f}-{high:.1f}",
+                "n": int(inside.sum()),
+                "mean_confidence": _mean(confidence[inside]),
+                "accuracy": _rate(correct[inside]),
+            }
+        )
+    return table
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
+
+
 def _summary(true: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict:
-    """Headline metrics of some faces; each over the faces whose label says (age MAE: exact ages;
-    7-way race: faces whose label names one of FairFace's races)."""
+    """Headline metrics of some faces; each over the faces whose label says (age MAE, mean
+    signed error: exact ages; 7-way race: faces whose label names one of FairFace's races).
+
+    interval_coverage: the share of exact true ages inside the 10-90% interval; for faces
+    with only an age bin (FairFace), the share whose bin the interval overlaps (a bin 10-19
+    holds ages from 10 up to, not including, 20). age_in_bin_accuracy: the share whose
+    reported age lies in the true bin (age_bin_accuracy: the bin holding most probability).
+    """
     exact = true["age"] >= 0
-    errors = np.abs(predicted["age"][exact] - true["age"][exact])
+    signed = predicted["age"][exact] - true["age"][exact]
+    errors = np.abs(signed)
+    low, high = predicted["age_low"], predicted["age_high"]
+    bins = np.asarray(AGE_BINS)[np.clip(true["age_bin"], 0, None)]
+    covered = np.where(exact, (low <= true["age"]) & (true["age"] <= high), (low < bins[:, 1] + 1) & (high >= bins[:, 0]))
+    in_bin = (predicted["age"] >= bins[:, 0]) & (predicted["age"] < bins[:, 1] + 1)
+    known_bin = true["age_bin"] >= 0
+    correct_gender = predicted["gender"] == true["gender"]
     summary = {
         "n": int(len(true["gender"])),
-        "age_mae": round(float(errors.mean()), 4) if len(errors) else None,
+        "age_mae": _mean(errors),
+        "age_mean_signed_error": _mean(signed),
         "age_cs5": _rate(errors <= 5),
+        "interval_coverage": _rate(covered[exact | known_bin]),
+        "interval_width": _mean((high - low)[exact | known_bin]),
         "age_bin_accuracy": _rate(predicted["age_bin"] == true["age_bin"]),
-        "gender_accuracy": _rate(predicted["gender"] == true["gender"]),
+        "age_in_bin_accuracy": _rate(in_bin[known_bin]),
+        "gender_accuracy": _rate(correct_gender),
+        "gender_confidence_mean": _mean(predicted["gender_confidence"]),
         "race_accuracy": _rate(predicted["race"] == true["race"]),
     }
     if "race7" in predicted:
         known = true["race7"] >= 0
         summary["race7_accuracy"] = _rate(predicted["race7"][known] == true["race7"][known])
+    summary["gender_calibration"] = gender_calibration(predicted["gender_confidence"], correct_gender)
     return summary
 
 
-def compute_metrics(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
-    """Age MAE and CS@5 (exact ages), age-bin accuracy (FairFace's 9 bins), gender, 5-way race
-    and, for heads with FairFace's 7 races, 7-way race; confusion matrices; the same by race,
-    gender and age bin; and the under-20s' age MAE and mean signed error."""
-    age_probabilities = probabilities["age"].astype(np.float64)
+def compute_metrics(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray], readout: AgeReadout | None = None) -> dict:
+    """Every figure of `howold evaluate` and of the training reports.
+
+    Overall, and the same for each group in by_race (UTKFace's 5), by_race7 (FairFace's 7,
+    7-race heads only), by_gender and by_age_bin (FairFace's 9 bins: 0-2, 3-9, 10-19, ...,
+    "more than 70"), each group a dict with these keys (None where its faces lack the label):
+
+      n                       faces
+      age_mae                 mean |age - true age| (exact ages)
+      age_mean_signed_error   mean (age - true age): the bias, > 0 reads older (exact ages)
+      age_cs5                 share within 5 years (exact ages)
+      interval_coverage       share of true ages inside the 10-90% age_interval; with only a
+                              bin, share whose bin the interval overlaps (about 0.8 is honest)
+      interval_width          mean width of the interval, years
+      age_bin_accuracy        share whose most probable bin is the true bin
+      age_in_bin_accuracy     share whose reported age lies in the true bin
+      gender_accuracy         share of right genders
+      gender_confidence_mean  mean reported gender_confidence (honest: close to the accuracy)
+      race_accuracy           5-way race; race7_accuracy: 7-way (faces with a 7-way label)
+      gender_calibration      [{confidence: "0.5-0.6", n, mean_confidence, accuracy}, ...]
+
+    The age figures use the distribution as `readout` reads it (heads.AgeReadout; None: as the
+    heads give it), as Analyzer's answers do. Also: confusion matrices, and under_20 (MAE and
+    mean signed error of exact ages below 20).
+    """
+    readout = readout or AgeReadout()
+    age_probabilities = readout.apply(probabilities["age"].astype(np.float64))
     race = np.asarray(probabilities["race"], np.float64)
     true = {name: np.asarray(labels.get(name, np.full(len(labels["gender"]), -1)), np.int64) for name in ("age", "age_bin", "gender", "race", "race7")}
     if "age_bin" not in labels:
         true["age_bin"] = np.array([age_bin_of(int(a)) for a in true["age"]], np.int64)
     if "race7" not in labels:
         true["race7"] = np.array([RACE_SETS[int(r)][0] if len(RACE_SETS[int(r)]) == 1 else -1 for r in true["race"]], np.int64)
+    interval = age_percentiles(age_probabilities)
+    gender = np.asarray(probabilities["gender"], np.float64)
     predicted = {
-        "age": expected_age(age_probabilities),
+        "age": readout.point_of(age_probabilities),
+        "age_low": interval[:, 0],
+        "age_high": interval[:, 1],
         "age_bin": np.stack([age_probabilities[:, low : high + 1].sum(axis=1) for low, high in AGE_BINS], axis=1).argmax(axis=1),
-        "gender": probabilities["gender"].argmax(axis=1),
+        "gender": gender.argmax(axis=1),
+        "gender_confidence": gender.max(axis=1),
         "race": race5_probabilities(race).argmax(axis=1),
     }
     seven = race.shape[1] == len(FAIRFACE_RACES)
@@ -87,8 +160,36 @@ def compute_metrics(probabilities: dict[str, np.ndarray], labels: dict[str, np.n
     return report
 
 
-def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray], folder: Path, history_csv: Path | None = None) -> list[Path]:
-    """Confusion matrices, predicted vs. true age, and training curves when a history is given."""
+def age_curve(age_probabilities: np.ndarray, labels: dict[str, np.ndarray], width: int = 5, min_faces: int = 1, readout: AgeReadout | None = None) -> dict:
+    """Mean predicted age and mean 10-90% interval by true age: per `width`-year group of exact
+    ages ("kind": "ages", x: the group's mean true age), else per FairFace bin ("kind": "bins",
+    x: the bin's middle). Groups of fewer than `min_faces` faces are left out. The distributions
+    are read out already; `readout` says only which point is the age."""
+    ages = np.asarray(labels["age"])
+    exact = ages >= 0
+    predicted = (readout or AgeReadout()).point_of(age_probabilities)
+    interval = age_percentiles(age_probabilities)
+    curve: dict = {"kind": "ages" if exact.any() else "bins", "x": [], "n": [], "mean": [], "low": [], "high": []}
+    if exact.any():
+        groups = [(exact & (ages // width == g), None) for g in range(0, 100 // width + 1)]
+    else:
+        bins = np.asarray(labels["age_bin"])
+        groups = [(bins == i, (low + min(high, 80) + 1) / 2) for i, (low, high) in enumerate(AGE_BINS)]
+    for mask, middle in groups:
+        if mask.sum() < max(min_faces, 1):
+            continue
+        curve["x"].append(round(float(ages[mask].mean() if middle is None else middle), 2))
+        curve["n"].append(int(mask.sum()))
+        for key, values in (("mean", predicted), ("low", interval[:, 0]), ("high", interval[:, 1])):
+            curve[key].append(round(float(values[mask].mean()), 2))
+    return curve
+
+
+def save_plots(
+    report: dict, probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray], folder: Path, history_csv: Path | None = None, readout: AgeReadout | None = None
+) -> list[Path]:
+    """Confusion matrices, predicted vs. true age, mean predicted age and interval by true age
+    (age_curve), and training curves when a history is given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,9 +217,11 @@ def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[
         plt.close(figure)
 
     exact = np.asarray(labels["age"]) >= 0
-    if exact.any():  # FairFace has age bins only, plotted as their confusion matrix
+    readout = readout or AgeReadout()
+    age_probabilities = readout.apply(probabilities["age"].astype(np.float64))
+    if exact.any():
         figure, axis = plt.subplots(figsize=(5, 5))
-        predicted = expected_age(probabilities["age"].astype(np.float64))
+        predicted = readout.point_of(age_probabilities)
         axis.scatter(np.asarray(labels["age"])[exact], predicted[exact], s=3, alpha=0.3)
         axis.plot([0, 100], [0, 100], color="red", linewidth=1)
         axis.set_xlabel("true age")
@@ -126,6 +229,28 @@ def save_plots(report: dict, probabilities: dict[str, np.ndarray], labels: dict[
         axis.set_title(f"age, MAE {report['age_mae']:.2f}")
         figure.tight_layout()
         written.append(folder / "age_scatter.png")
+        figure.savefig(written[-1], dpi=100)
+        plt.close(figure)
+    curve = age_curve(age_probabilities, labels, readout=readout)
+    if curve["x"]:
+        figure, axis = plt.subplots(figsize=(5.5, 5))
+        axis.fill_between(curve["x"], curve["low"], curve["high"], alpha=0.25, label="mean 10-90% interval")
+        axis.plot(curve["x"], curve["mean"], marker="o", markersize=3, label="mean predicted age")
+        if curve["kind"] == "bins":  # each bin as a square on the diagonal: inside it, the age is in the bin
+            from matplotlib.patches import Rectangle
+
+            for low, high in AGE_BINS:
+                axis.add_patch(Rectangle((low, low), high + 1 - low, high + 1 - low, fill=False, edgecolor="grey", linewidth=0.6))
+            axis.plot([], [], color="grey", linewidth=0.6, label="the true bins")
+        axis.plot([0, 100], [0, 100], color="red", linewidth=1, label="true age")
+        axis.set_xlabel("true age" + (" (bin middle)" if curve["kind"] == "bins" else ""))
+        axis.set_ylabel("predicted age")
+        axis.set_xlim(0, 100)
+        axis.set_ylim(0, 100)
+        axis.set_title("mean predicted age and its interval by true age")
+        axis.legend(loc="upper left", fontsize=8)
+        figure.tight_layout()
+        written.append(folder / "age_by_true_age.png")
         figure.savefig(written[-1], dpi=100)
         plt.close(figure)
 
@@ -160,6 +285,10 @@ def box_counts(dataset, detector: str, cache_root: Path | None = None) -> dict:
     return {"images": len(dataset), "detector": detector if dataset.loose_crops else None, "detected": int(found.sum()), "margin_fallback": int((~found).sum())}
 
 
+#: which faces of a folder `howold evaluate --split` scores: all, or one side of the training split
+SPLITS = ("all", "validation", "train")
+
+
 def evaluate_folder(
     data_dir: Path,
     output: Path,
@@ -169,38 +298,52 @@ def evaluate_folder(
     limit: int | None = None,
     progress: bool = True,
     detector: str = DEFAULT_CROP_DETECTOR,
+    split: str = "all",
+    age_readout: str = "default",
 ) -> dict:
-    """Evaluate heads on a labelled folder; writes the JSON report and plots.
+    """Evaluate heads on a labelled folder; writes the JSON report (compute_metrics' keys) and plots.
 
     `data_dir` is a UTKFace-named folder of aligned crops (aligned inside the whole image),
     or a FairFace-layout folder or CSV, or either as `NAME=DIR` (see data.parse_data_spec);
     FairFace's loose crops are detected with `detector` first. Plain and mirrored views are averaged.
+    `split`: "validation" or "train" scores that side of the split training makes (15%, seed 42),
+    so that a model is judged on faces it never learnt from. `age_readout`: the model's
+    readout to apply (heads.AgeReadout.from_metadata: "default", "raw", or one it lists).
     """
     import json
 
     from .backbones import create_backbone
-    from .data import load_named, parse_data_spec
+    from .data import load_named, parse_data_spec, split_dataset
+    from .errors import ConfigError
     from .features import AugmentConfig, extract_activations
     from .heads import default_heads_path, load_heads, predict_views
 
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     kind, root = parse_data_spec(data_dir)
     dataset = load_named(kind, root, limit=limit)
+    whole = dataset
+    if split != "all":
+        dataset = dict(zip(("train", "validation"), split_dataset(dataset, 0.15, 42)))[split]
     network = create_backbone(backbone)
     heads_path = Path(heads) if heads else default_heads_path(network)
     trained = load_heads(heads_path)
     trained.check_backbone(network, heads_path)
+    readout = AgeReadout.from_metadata(trained.metadata, age_readout)
     features = extract_activations(network, dataset, (trained.boundary,), AugmentConfig(views=2), progress=progress, detector=detector)[trained.boundary]
     probabilities = predict_views(trained.model, features)
     labels = dataset.labels()
-    report = compute_metrics(probabilities, labels)
+    report = compute_metrics(probabilities, labels, readout)
     report["data"] = str(data_dir)
     report["dataset"] = kind
+    report["split"] = split
+    report["age_readout"] = {"name": age_readout, "alpha": readout.alpha, "temperature": readout.temperature}
     report["faces"] = box_counts(dataset, detector)
-    report["skipped_names"] = dataset.skipped
+    report["skipped_names"] = whole.skipped
     report["backbone"] = network.name
     report["heads"] = str(heads_path)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    report["plots"] = [str(p) for p in save_plots(report, probabilities, labels, plots_dir or output.parent / (output.stem + "_plots"))]
+    report["plots"] = [str(p) for p in save_plots(report, probabilities, labels, plots_dir or output.parent / (output.stem + "_plots"), readout=readout)]
     output.write_text(json.dumps(report, indent=2))
     return report

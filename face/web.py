@@ -245,7 +245,7 @@ class AnalyzerPool:
                 shared = next(iter(self._analyzers.values()), None)
                 backbone = shared.backbone if shared is not None else (self.config.backbone or DEFAULT_BACKBONE)
                 options = CNN_OPTIONS if detector == "cnn" else {}
-                analyzer = Analyzer(backbone=backbone, detector=detector, heads=self.config.heads, **options)
+                analyzer = Analyzer(backbone=backbone, detector=detector, heads=self.config.heads, tta=(), **options)
             self._analyzers[key] = analyzer
             return analyzer
 
@@ -556,7 +556,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         request: Request,
         # typed without Optional so that the spec shows a plain enum; absent means the server's default
         detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
-        tta: list[Literal["flip", "oversample"]] = Query([], description="test-time augmentation; repeat for both"),
+        tta: list[Literal["flip", "oversample", "none"]] = Query([], description="test-time augmentation, repeatable; default: flip; none: the plain chip alone"),
     ) -> Any:
         started = time.perf_counter()
         admission: Admission = state["admission"]
@@ -583,7 +583,9 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
             raise HTTPException(413, f"upload larger than the limit of {_size(config.max_upload_bytes)}")
 
         selected = detector or config.detector
-        augment = tuple(option for option in TTA_CHOICES if option in tta)
+        from .analyzer import DEFAULT_TTA  # loaded already: the pool is ready
+
+        augment = tuple(option for option in TTA_CHOICES if option in tta) if tta else DEFAULT_TTA
         try:
             result = await admission.run(lambda: pool.analyze(data, selected, augment), config.request_timeout_s)
         except _Busy:

@@ -76,3 +76,16 @@ def test_runtime_option_reaches_the_analyzer_and_is_checked(capsys) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["analyze", "x.jpg", "--runtime", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_flip_is_the_default_and_none_turns_it_off() -> None:
+    from face.cli import _analyzer_options, build_parser
+
+    parser = build_parser()
+    for command, inputs in (("analyze", ["x.jpg"]), ("demo", []), ("video", ["clip.mp4"])):
+        assert _analyzer_options(parser.parse_args([command, *inputs]))["tta"] == ("flip",)
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "none"]))["tta"] == ()
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "oversample"]))["tta"] == ("oversample",)
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "flip", "--tta", "oversample"]))["tta"] == ("flip", "oversample")
+        assert _analyzer_options(parser.parse_args([command, *inputs]))["age_readout"] == "default"
+        assert _analyzer_options(parser.parse_args([command, *inputs, "--age-readout", "least-error"]))["age_readout"] == "least-error"

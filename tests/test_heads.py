@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,3 +312,43 @@ def test_heads_on_the_wrong_backbone_are_a_clear_error(keras_backbone):
     TrainedHeads(None, {"backbone": {"backbone": "x", "feature_size": 128}}).check_backbone(keras_backbone, "z.keras")
     shaped = TrainedHeads(None, {"input_shape": [128], "backbone": {"backbone": "x", "feature_size": 64}})
     shaped.check_backbone(keras_backbone, "z.keras")  # input_shape, when recorded, wins
+
+
+def test_interpret_reads_the_age_as_the_readout_says():
+    from face.heads import AgeReadout
+
+    skewed = age_distribution_targets(np.array([30]), 2.0) * 0.7 + age_distribution_targets(np.array([70]), 8.0) * 0.3
+    outputs = {"age": skewed, "gender": np.array([[1.0, 0.0]]), "race": np.full((1, 5), 0.2)}
+    mean, median = interpret(outputs)[0], interpret(outputs, AgeReadout(point="median"))[0]
+    assert mean["age"] == pytest.approx(42.0, abs=0.2) and 30 < median["age"] < 33  # the tail drags the mean, not the median
+    assert median["age_interval"] == mean["age_interval"]  # the same distribution, the same percentiles
+    narrow = age_distribution_targets(np.array([40]), 3.0)
+    plain = interpret({**outputs, "age": narrow})[0]["age_interval"]
+    wide = interpret({**outputs, "age": narrow}, AgeReadout(temperature=4.0))[0]["age_interval"]
+    assert (wide[1] - wide[0]) == pytest.approx(2 * (plain[1] - plain[0]), rel=0.05)  # T 4: sigma doubles
+
+
+def test_temperature_follows_the_age_between_calibration_ages():
+    from face.heads import AgeReadout
+
+    faces = age_distribution_targets(np.array([0, 10, 20, 60]), 3.0).astype(np.float64)
+    faces[0] = age_distribution_targets(np.array([50]), 3.0)[0]
+    readout = AgeReadout(temperature_ages=(0.0, 20.0, 50.0), temperatures=(0.5, 2.0, 1.0))
+    widths = np.diff(age_percentiles(readout.apply(faces)), axis=1)[:, 0]
+    plain = np.diff(age_percentiles(faces), axis=1)[:, 0]
+    # T at 50: 1 (unchanged); at 10: 1.25 (halfway from 0.5 to 2); at 20: 2; past the last age: its value, 1
+    assert widths[0] == pytest.approx(plain[0], rel=0.01) and widths[3] == pytest.approx(plain[3], rel=0.01)
+    assert widths[1] == pytest.approx(plain[1] * np.sqrt(1.25), rel=0.05) and widths[2] == pytest.approx(plain[2] * np.sqrt(2.0), rel=0.05)
+
+
+def test_the_shipped_models_readout_loads():
+    from face.heads import AgeReadout
+
+    sidecar = json.loads((Path(__file__).resolve().parents[1] / "weights" / "dlib-resnet-keras-finetuned.json").read_text())
+    readout = AgeReadout.from_metadata(sidecar)
+    if readout.alpha:
+        assert sum(readout.prior) == pytest.approx(1.0, abs=1e-3) and min(readout.prior) > 0
+    for name in sidecar.get("readout", {}).get("options", {}):
+        AgeReadout.from_metadata(sidecar, name)
+    answer = interpret({"age": age_distribution_targets(np.array([45]), 4.0), "gender": np.array([[0.3, 0.7]]), "race": np.full((1, 7), 1 / 7)}, readout)[0]
+    assert 35 < answer["age"] < 55 and answer["age_interval"][0] < answer["age"] < answer["age_interval"][1]
