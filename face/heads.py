@@ -21,7 +21,7 @@ import numpy as np
 
 from .data import AGE_BINS, FAIRFACE_RACES, GENDERS, MAX_AGE, RACE_SETS, RACES
 from .backbones.base import padded_batches
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 
 AGES = np.arange(MAX_AGE + 1, dtype=np.float32)
 #: Adience's eight groups (seeds 000/004); gaps between groups go to the nearer group.
@@ -478,7 +478,10 @@ def export_if_possible(path: Path) -> Path | None:
     from .onnx_export import ExportError, export_heads
 
     name = json.loads(sidecar_path(path).read_text()).get("backbone", {}).get("backbone")
-    factory = backbone_factory(name) if name else None
+    try:
+        factory = backbone_factory(name) if name else None
+    except ConfigError:  # a backbone this install does not know: nothing to translate
+        return None
     if not (isinstance(factory, type) and issubclass(factory, KerasBackbone)):
         return None
     backbone = create_backbone(name)
