@@ -101,8 +101,8 @@ def completed_sources(path: str | Path) -> dict[str, dict]:
                     done[source] = entry
         if retried:
             _drop_retried(path)
-    except OSError as error:
-        raise write_failure(str(path), error, path, 0) from None
+    except OSError as error:  # cutting a torn line or dropping retry lines: the file keeps its whole lines
+        raise write_failure(str(path), error, path, len(done)) from None
     return done
 
 

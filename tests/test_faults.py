@@ -120,7 +120,7 @@ def test_a_full_disk_for_the_annotated_images(small_disk, photos, photo_results,
 
 def test_a_read_only_folder_is_one_line_and_resumes_once_writable(small_disk, photos, photo_results, capsys):
     output = small_disk / "r.jsonl"
-    output.write_text("".join(json.dumps(r) + "\n" for r in photo_results[:3]))
+    output.write_text("".join(json.dumps(r) + "\n" for r in photo_results[:3]) + json.dumps(photo_results[3])[:50])  # and a torn line
     remount(small_disk, "ro")
     folder = photos[0].parent
     assert analyze(folder, output) == 1
