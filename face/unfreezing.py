@@ -22,7 +22,9 @@ Choices:
   layers) and Adam moves every weight by about the learning rate per step, so level 4 at
   9e-5 (0.3 times 3e-4) blew the loss up from 5 to 34 in one step; at 3e-6 it stays put;
 * each phase starts from the best weights of the one before, has its own checkpoints,
-  CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill.
+  CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill or
+  a full disk (a one-line WriteError): a phase counts as finished once its done.json is
+  written, last and whole.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .atomic import write_text
 from .backbones import KerasBackbone, create_backbone
 from .errors import ConfigError, WeightsError
 from .features import StackedArrays, cache_bytes, cache_folder
@@ -52,6 +55,7 @@ from .training import (
     mixture_rows,
     model_metadata,
     predict_rows,
+    resumable_writes,
     run_callbacks,
     train,
     training_metadata,
@@ -202,7 +206,15 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
 
 
 def fine_tune(config: TrainConfig) -> dict:
-    """Run the unfreezing schedule of `config`; returns the last phase's validation report."""
+    """Run the unfreezing schedule of `config`; returns the last phase's validation report.
+
+    A write that fails (a full disk) raises WriteError; the same config then resumes: finished
+    cache chunks and phases are kept, and the phase in progress continues from its backup."""
+    with resumable_writes():
+        return _fine_tune(config)
+
+
+def _fine_tune(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     backbone = create_backbone(config.backbone)
@@ -273,8 +285,8 @@ def fine_tune(config: TrainConfig) -> dict:
             **headline(report),
             "datasets": {kind: headline(part) for kind, part in report["datasets"].items()},
         }
-        done_path.write_text(json.dumps(summary, indent=2))
-        (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+        write_text(run_dir / "validation_report.json", json.dumps(report, indent=2))
+        write_text(done_path, json.dumps(summary, indent=2))
         phase_reports.append(summary)
         if config.progress:
             print(json.dumps(summary), flush=True)
@@ -285,7 +297,7 @@ def fine_tune(config: TrainConfig) -> dict:
     training = training_metadata(config, parts, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
     save_heads(model, output, metadata)
-    (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
+    write_text(config.run_dir() / "validation_report.json", json.dumps(report, indent=2))
     report["heads_path"] = str(output)
     report["phases"] = phase_reports
     return report
@@ -304,4 +316,4 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(round(time.time() - self.started, 2))
-        self.path.write_text(json.dumps(self.seconds))
+        write_text(self.path, json.dumps(self.seconds))
