@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS: dict[str, tuple[str, list[str], list[str]]] = {
     # test_fairface's unit tests too: the FairFace targets, losses and the 7-to-5 race merge live in heads.py
     "heads": ("face/heads.py", ["tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on"], []),
-    "data": ("face/data.py", ["tests/test_data.py", "tests/test_heads.py"], []),
+    # test_fairface's loader tests too: FairFace's CSV, its bins and 7 races are read in data.py
+    "data": ("face/data.py", ["tests/test_data.py", "tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on and not loose_crops"], []),
+    # the landmark fit and its weights, the warp, dlib's chips
+    "alignment": ("face/alignment.py", ["tests/test_alignment.py"], []),
     "images": ("face/images.py", ["tests/test_images.py", "-k", "not cli and not video"], []),
     # the functions where a silent bug gives users wrong answers: TTA and per-face averaging of
     # the probabilities, the oversampled crops, the chips, the checks of given boxes. Each mutant
