@@ -2,8 +2,9 @@
 
 `analyze_paths` and `analyze_to_jsonl` exit codes: 0 when every image was analysed, 1 when
 any input failed (unreadable, corrupt, missing) or there was nothing to analyse; the images
-that could be read are still annotated and reported. (2 is the CLI's code for a usage or
-setup error.)
+that could be read are still annotated and reported. `analyze_to_jsonl` also gives 1 when
+the results file cannot be written (a full disk, a read-only folder, not a regular file),
+and 143 when SIGTERM stopped it. (2 is the CLI's code for a usage or setup error.)
 """
 from __future__ import annotations
 

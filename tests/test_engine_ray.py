@@ -145,3 +145,35 @@ def test_a_batch_that_fails_on_an_actor_gets_retry_lines(photos, monkeypatch):
     monkeypatch.setattr(batcher.analyzer, "analyze_stream", out_of_memory)
     failed = [json.loads(line) for line in batcher({"source": np.array(sources, dtype=object)})["result"]]
     assert failed == [{"source": s, "error": f"{s}: its batch failed (MemoryError: cannot allocate 3 GiB); a rerun retries it", "retry": True} for s in sources]
+
+
+def test_sigterm_stops_a_ray_run_with_whole_batches(ray_address, photos, local_results, tmp_path):
+    """SIGTERM to the driver mid-run: exit 143, a line saying how to resume, whole batches of 2
+    in the file; the same command then completes it."""
+    output, log = tmp_path / "ray.jsonl", tmp_path / "stderr.txt"
+    command = [
+        sys.executable, "-m", "face.cli", "analyze", str(photos[0].parent), "--output", str(output),
+        "--engine", "ray", "--ray-address", ray_address, "--actors", "2", "--batch-size", "2", *DETECTION,
+    ]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        deadline = time.monotonic() + 300
+        while not (output.exists() and output.read_bytes().count(b"\n") >= 4):
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no results after 300 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    err = log.read_text()
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    saved = len(read_jsonl(output))
+    assert err.strip().splitlines()[-1] == f"howold: stopped by SIGTERM; {saved} results safely in {output}; run the same command again to resume"
+    assert saved % 2 == 0 and saved < len(photos)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode in (0, 1), done.stderr[-3000:]  # 1 when the broken files were left for this run
+    assert_same_results(read_jsonl(output), local_results, tolerance=1e-4)

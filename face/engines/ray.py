@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -116,6 +118,10 @@ class RayEngine(Engine):
         if ray.is_initialized():
             return
         settings = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=self.options.worker_logs)
+        # ray.init replaces this process's SIGTERM handler (with sys.exit, and a native one that
+        # prints a stack); the one found is put back, so that SIGTERM stops the run as the caller set
+        in_main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
         try:
             if self.options.address:
                 ray.init(address=self.options.address, **settings)
@@ -124,6 +130,9 @@ class RayEngine(Engine):
         except (ConnectionError, RuntimeError, ValueError) as error:
             where = self.options.address or "a local Ray"
             raise HowoldError(f"ray: cannot start or join {where}: {' '.join(str(error).split())}") from None
+        finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
         self._started = True
 
     def pool_size(self) -> int:
