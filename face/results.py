@@ -17,12 +17,13 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import HowoldError
+from .atomic import replacing
+from .errors import WriteError
 
 RESUME = "run the same command again to resume"
 
 
-class ResultsFileError(HowoldError):
+class ResultsFileError(WriteError):
     """The results file cannot be used or written (not a regular file, a full disk, a read-only
     folder). The message says how many results are safely in the file."""
 
@@ -107,19 +108,11 @@ def completed_sources(path: str | Path) -> dict[str, dict]:
 
 
 def _drop_retried(path: Path) -> None:
-    """Rewrite `path` without its retry lines, through a file beside it: the old content
-    stays until the new one is whole (a full disk leaves it as it was)."""
-    temporary = path.with_name(path.name + ".partial")
-    try:
-        with open(path, "rb") as source, open(temporary, "wb") as target:
-            for line in source:
-                if not json.loads(line).get("retry"):
-                    target.write(line)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Rewrite `path` without its retry lines, all or nothing (a full disk leaves it as it was)."""
+    with replacing(path) as partial, open(path, "rb") as source, open(partial, "wb") as target:
+        for line in source:
+            if not json.loads(line).get("retry"):
+                target.write(line)
 
 
 class ResultsWriter:

@@ -169,7 +169,23 @@ def test_retry_lines_are_dropped_and_done_again(tmp_path):
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert set(completed_sources(path)) == {"a.jpg", "c.jpg"}
     assert read_jsonl(path) == [lines[0], lines[2]]  # b.jpg will be written again, once
-    assert not (tmp_path / "r.jsonl.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no partial file left beside it
+
+
+def test_dropping_retry_lines_on_a_full_disk_leaves_the_file_as_it_was(small_disk):
+    from face.results import ResultsFileError
+
+    path = small_disk / "r.jsonl"
+    lines = [{"source": f"{n}.jpg", "faces": [], "pad": "x" * 400} for n in range(90)]
+    lines[5] = {"source": "5.jpg", "error": "5.jpg: its batch failed (RuntimeError: boom); a rerun retries it", "retry": True}
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))  # about 40 KiB of 64: no room for a copy
+    before = path.read_bytes()
+    with pytest.raises(ResultsFileError) as raised:
+        completed_sources(path)
+    assert str(raised.value) == f"cannot write {path}: No space left on device; 89 results safely in {path}; free some space, then {RESUME}"
+    assert path.read_bytes() == before and [p.name for p in small_disk.iterdir()] == ["r.jsonl"]
+    remount(small_disk, "size=1m")
+    assert len(completed_sources(path)) == 89 and len(read_jsonl(path)) == 89
 
 
 def test_an_interrupted_batch_write_leaves_no_part_of_it(tmp_path):
