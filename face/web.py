@@ -469,6 +469,9 @@ def _media_type(request: Request) -> str:
 # ---- the app ---------------------------------------------------------------------------------
 
 
+#: On 503s while the server stops: come back later, and not on this connection.
+STOPPING_HEADERS = {"Retry-After": "5", "Connection": "close"}
+
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 
 
@@ -516,6 +519,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
     app.state.pool = pool
     app.state.config = config
     app.state.stopping = False  # set by DrainingServer on SIGTERM: new requests get 503
+    app.state.cut = asyncio.Event()  # set by DrainingServer when the grace period is over: those in flight get 503
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -568,10 +572,26 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
         tta: list[Literal["flip", "oversample"]] = Query([], description="test-time augmentation; repeat for both"),
     ) -> Any:
+        if app.state.stopping:
+            raise HTTPException(503, "the server is stopping; try again shortly", headers=STOPPING_HEADERS)
+        # a request still running when the grace period ends is answered 503 (rather than cut
+        # off by uvicorn with a 500); its analysis thread, if any, runs on unwatched
+        work = asyncio.ensure_future(analyze_upload(request, detector, tta))
+        cut = asyncio.ensure_future(app.state.cut.wait())
+        try:
+            await asyncio.wait({work, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            unfinished = not work.done()
+            if unfinished:
+                work.cancel()
+        if unfinished:
+            raise HTTPException(503, "the server stopped before this request was done; try again", headers=STOPPING_HEADERS)
+        return work.result()
+
+    async def analyze_upload(request: Request, detector: Optional[str], tta: list[str]) -> Any:
         started = time.perf_counter()
         admission: Admission = state["admission"]
-        if app.state.stopping:
-            raise HTTPException(503, "the server is stopping; try again shortly", headers={"Retry-After": "5", "Connection": "close"})
         if pool.status == "loading":
             raise HTTPException(503, "the model is still loading; try again shortly", headers={"Retry-After": "5"})
         if pool.status == "failed":
@@ -655,9 +675,11 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and not self.should_exit:
-            if not self.server_state.tasks or time.monotonic() >= self.drain_until:
-                if self.server_state.tasks:
-                    logger.warning("howold: the grace period is over; %d request(s) still in flight are cut", len(self.server_state.tasks))
+            over = time.monotonic() - self.drain_until
+            if self.server_state.tasks and over >= 0 and not self.app.state.cut.is_set():
+                logger.warning("howold: the grace period is over; %d request(s) still in flight get 503", len(self.server_state.tasks))
+                self.app.state.cut.set()
+            if not self.server_state.tasks or over >= 2:  # 2 s for those 503s to go out
                 self.should_exit = True
         return await super().on_tick(counter)
 

@@ -6,11 +6,15 @@ results as JSON lines, which the driver receives as they finish (not in source o
 Without an address Ray starts on this machine; with one it joins that cluster, whose
 every node must have howold installed and see the image paths.
 
-Faults, and the settings the engine relies on (set explicitly in `map_batches`):
-- An actor that dies (kill -9, out of memory, a lost node): `max_restarts=-1` lets Ray
-  restart it as often as needed, and `max_task_retries=-1` runs the batch it held again
-  (on the restarted actor or another one). The run goes on by itself and gives every
-  image once: a batch's results reach the driver only when the batch is finished.
+Faults, and the settings the engine relies on:
+- An actor that dies (kill -9, out of memory, a lost node): Ray Data gives the actors of a
+  pool `max_restarts=-1`, so Ray restarts one as often as needed, and `max_task_retries=-1`,
+  so the batch it held runs again (on the restarted actor or another one). These are Ray
+  Data's defaults (its `ActorPoolMapOperator`; `map_batches` would take them only through
+  `ray_remote_args`, which Ray 2.60 warns is to go in 2.64), so they are not passed here;
+  tests/test_engine_ray.py kills an actor mid-run to keep them so. The run goes on by
+  itself and gives every image once: a batch's results reach the driver only when the
+  batch is finished.
 - A batch whose analysis raises (not because of one image, which gets its own error line):
   Ray Data does not retry exceptions of the batch function (`actor_task_retry_on_errors`
   stays False), so `AnalyzeBatch` turns it into one error line per image, naming the
@@ -164,8 +168,6 @@ class RayEngine(Engine):
             compute=ray.data.ActorPoolStrategy(size=self.pool_size()),
             num_cpus=self.options.cpus_per_actor,
             num_gpus=self.options.gpus_per_actor,
-            max_restarts=-1,  # a dead actor is restarted, however often (see the module's docstring)
-            max_task_retries=-1,  # and the batch it held runs again
         )
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):  # one block: one batch
