@@ -39,7 +39,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
         code = error.errno
         _quiet_failed_h5py_writes()
         partial.unlink(missing_ok=True)
-        raise OSError(code, os.strerror(code) if code else "cannot write", str(path)) from None
+        # the file that failed: a nested replacing()'s own, else this one (not its partial name)
+        named = error.filename if error.filename not in (None, str(partial)) else str(path)
+        raise OSError(code, os.strerror(code) if code else "cannot write", named) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -73,18 +75,28 @@ class _Writes:
 
 def _quiet_failed_h5py_writes() -> None:
     """h5py's file objects closed while the disk is full report the failed flush again from their
-    destructors, when the error that already said so is dropped ("Exception ignored in ...
-    RuntimeError: Can't decrement id ref count (file write failed ...)"): several lines after
-    the real error. From the first failed write on, those reports are not printed; every other
-    unraisable exception still is."""
-    previous = sys.unraisablehook
-    if getattr(previous, "quiets_h5py", False):
-        return
+    destructors, when the error that already said so is dropped: Cython prints the traceback
+    through sys.excepthook, then "Exception ignored in ..." through sys.unraisablehook
+    (RuntimeError: ... file write failed ...), several lines after the real error. From the
+    first failed write on, those reports are not printed; every other one still is."""
 
-    def hook(unraisable) -> None:
-        if isinstance(unraisable.exc_value, RuntimeError) and "write failed" in str(unraisable.exc_value):
-            return
-        previous(unraisable)
+    def failed_write(error) -> bool:
+        return isinstance(error, RuntimeError) and "write failed" in str(error)
 
-    hook.quiets_h5py = True
-    sys.unraisablehook = hook
+    unraisable, excepthook = sys.unraisablehook, sys.excepthook
+    if not getattr(unraisable, "quiets_h5py", False):
+
+        def unraisable_hook(report) -> None:
+            if not failed_write(report.exc_value):
+                unraisable(report)
+
+        unraisable_hook.quiets_h5py = True
+        sys.unraisablehook = unraisable_hook
+    if not getattr(excepthook, "quiets_h5py", False):
+
+        def except_hook(kind, error, traceback) -> None:
+            if not failed_write(error):
+                excepthook(kind, error, traceback)
+
+        except_hook.quiets_h5py = True
+        sys.excepthook = except_hook

@@ -302,6 +302,16 @@ def atomic_callbacks() -> tuple[type, type]:
     return AtomicModelCheckpoint, AtomicBackupAndRestore
 
 
+def save_named(model, path: Path, metadata: dict) -> None:
+    """heads.save_heads, its write failures naming the file (Keras's zip writer does not)."""
+    try:
+        save_heads(model, path, metadata)
+    except OSError as error:
+        if error.filename or error.errno is None:
+            raise
+        raise OSError(error.errno, os.strerror(error.errno), str(path)) from None
+
+
 @contextmanager
 def resumable_writes() -> Iterator[None]:
     """A write that fails for want of space or permission (atomic.WRITE_ERRNOS) becomes a
@@ -439,7 +449,7 @@ def _train(config: TrainConfig) -> dict:
     report = validation_report(parts, predict_rows(best, features, validation_rows, config.validation_views), config)
     training = training_metadata(config, parts, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
     metadata = model_metadata(backbone, heads_config, training, report)
-    save_heads(best, config.resolved_output(backbone), metadata)
+    save_named(best, config.resolved_output(backbone), metadata)
     write_text(run_dir / "validation_report.json", json.dumps(report, indent=2))
     fitted.unlink()
     report["heads_path"] = str(config.resolved_output(backbone))

@@ -41,7 +41,7 @@ from .atomic import write_text
 from .backbones import KerasBackbone, create_backbone
 from .errors import ConfigError, WeightsError
 from .features import StackedArrays, cache_bytes, cache_folder
-from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of, save_heads
+from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of
 from .training import (
     HEAD_METRICS,
     TrainConfig,
@@ -57,6 +57,7 @@ from .training import (
     predict_rows,
     resumable_writes,
     run_callbacks,
+    save_named,
     train,
     training_metadata,
     validation_report,
@@ -191,8 +192,7 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
         return build_heads(heads_config)
     path = Path(config.init_heads) if config.init_heads else default_heads_path(backbone, frozen=True)
     if not path.is_file():
-        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
-        path = Path(report["heads_path"])
+        path = _frozen_heads(config)
     loaded = load_heads(path)
     if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
         raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
@@ -200,9 +200,17 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
         if config.init_heads:
             raise WeightsError(f"{path}: heads with {race_classes_of(loaded.model)} races, these are trained with {heads_config.race_classes}; warm-start from heads trained by this version")
         # the shipped frozen heads predate FairFace's 7 races: train the frozen heads first
-        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
-        return load_heads(report["heads_path"]).model
+        return load_heads(_frozen_heads(config)).model
     return loaded.model
+
+
+def _frozen_heads(config: TrainConfig) -> Path:
+    """Heads trained on the frozen backbone for this run, once: a resumed run (after a kill or a
+    full disk) finds them in its folder (saved whole: save_heads renames a finished file)."""
+    path = config.run_dir() / "frozen_heads.keras"
+    if not path.is_file():
+        train(replace(config, unfreeze=(), output=path, run_name=f"{config.run_dir().name}/heads"))
+    return path
 
 
 def fine_tune(config: TrainConfig) -> dict:
@@ -296,7 +304,7 @@ def _fine_tune(config: TrainConfig) -> dict:
     report = validation_report(parts, predict_rows(model, activations[last_boundary], validation_rows, config.validation_views), config)
     training = training_metadata(config, parts, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
-    save_heads(model, output, metadata)
+    save_named(model, output, metadata)
     write_text(config.run_dir() / "validation_report.json", json.dumps(report, indent=2))
     report["heads_path"] = str(output)
     report["phases"] = phase_reports
