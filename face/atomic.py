@@ -77,11 +77,11 @@ def _quiet_failed_h5py_writes() -> None:
     """h5py's file objects closed while the disk is full report the failed flush again from their
     destructors, when the error that already said so is dropped: Cython prints the traceback
     through sys.excepthook, then "Exception ignored in ..." through sys.unraisablehook
-    (RuntimeError: ... file write failed ...), several lines after the real error. From the
+    (RuntimeError or OSError: ... file write failed ...), several lines after the real error. From the
     first failed write on, those reports are not printed; every other one still is."""
 
     def failed_write(error) -> bool:
-        return isinstance(error, RuntimeError) and "write failed" in str(error)
+        return isinstance(error, (RuntimeError, OSError)) and "file write failed" in str(error)
 
     unraisable, excepthook = sys.unraisablehook, sys.excepthook
     if not getattr(unraisable, "quiets_h5py", False):
