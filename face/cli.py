@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -131,14 +132,20 @@ def cmd_train(args) -> int:
         backbone_lr_factor=args.backbone_lr_factor,
         init_heads=Path(args.init_heads) if args.init_heads else None,
     )
-    if config.unfreeze:
-        from .unfreezing import fine_tune
+    from .errors import WriteError
 
-        report = fine_tune(config)
-        for phase in report["phases"]:
-            print(json.dumps(phase))
-    else:
-        report = train(config)
+    try:
+        if config.unfreeze:
+            from .unfreezing import fine_tune
+
+            report = fine_tune(config)
+            for phase in report["phases"]:
+                print(json.dumps(phase))
+        else:
+            report = train(config)
+    except WriteError as error:  # a full disk: not bad input (exit 2), the rerun resumes
+        print(f"howold: error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({kind: headline(part) for kind, part in report["datasets"].items()}, indent=2))
     print(f"model saved to {report['heads_path']}")
     return 0
@@ -176,7 +183,7 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from .web import serve
 
-    return serve(host=args.host, port=args.port, workers=args.workers, backbone=args.backbone, detector=args.detector, heads=args.heads)
+    return serve(host=args.host, port=args.port, workers=args.workers, backbone=args.backbone, detector=args.detector, heads=args.heads, grace_period=args.grace_period)
 
 
 def cmd_backbones(args) -> int:
@@ -275,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--backbone", default=None)
     serve.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     serve.add_argument("--heads", default=None)
+    serve.add_argument(
+        "--grace-period", type=float, default=25.0, metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, requests in flight get this long to finish while new ones get 503 (default 25)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     export = commands.add_parser("export", parents=[common], help="write a .keras model's ONNX file beside it: inference without TensorFlow")
@@ -311,14 +322,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose and args.command not in COMMANDS_WITHOUT_TENSORFLOW:
         quiet_native_logs()
+    stopped: tuple[type[BaseException], ...] = ()
+    signals = contextlib.nullcontext()
+    if args.command == "analyze":  # SIGTERM ends a run cleanly (a results file says how to resume)
+        from .cli_tasks import Stopped, stop_on_sigterm
+
+        stopped, signals = (Stopped,), stop_on_sigterm()
     try:
-        return args.handler(args) or 0
+        with signals:
+            return args.handler(args) or 0
     except HowoldError as error:
         print(f"howold: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("howold: interrupted", file=sys.stderr)
         return 130
+    except stopped as stop:
+        print(f"howold: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signal
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 
 `analyze_paths` and `analyze_to_jsonl` exit codes: 0 when every image was analysed, 1 when
 any input failed (unreadable, corrupt, missing) or there was nothing to analyse; the images
-that could be read are still annotated and reported. (2 is the CLI's code for a usage or
-setup error.)
+that could be read are still annotated and reported. `analyze_to_jsonl` also gives 1 when
+the results file cannot be written (a full disk, a read-only folder, not a regular file),
+and 143 when SIGTERM stopped it. (2 is the CLI's code for a usage or setup error.)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 from PIL import Image
@@ -19,10 +21,44 @@ from PIL import Image
 from .drawing import draw_faces
 from .errors import HowoldError
 from .images import is_image_path, load_image
-from .results import ResultsWriter, completed_sources
+from .results import RESUME, ResultsFileError, ResultsWriter, check_results_path, completed_sources, write_failure
 
 #: Inputs with these suffixes keep a lossless annotated copy (.png); others get .jpg.
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class Stopped(BaseException):
+    """A termination signal (SIGTERM) asked the run to stop; raised by the handler that
+    `stop_on_sigterm` installs. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` that keeps a run going on a bad file swallows it."""
+
+    def __init__(self, signal_number: int):
+        import signal
+
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal = signal_number
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (what schedulers and container runtimes send) raises
+    `Stopped`, so that a run ends cleanly: its results file whole, and one line saying how
+    to resume. The previous handler comes back after (only the main thread can set one)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signal_number, frame):
+        raise Stopped(signal_number)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say(message: str, stream: TextIO | None = None) -> None:
@@ -167,42 +203,70 @@ def analyze_to_jsonl(
     With `output_dir`, annotated copies are written too (each image is read a second
     time). `crop`: each image is one face. Ends with a summary line: images, faces, errors,
     images/s.
+
+    Each batch's lines are written whole or not at all. A results path that is not a
+    regular file is refused before any work; a write that fails (a full disk, a read-only
+    folder) ends the run with one line saying how many results are safe in the file (exit
+    1); SIGTERM (`Stopped`) ends it with one line saying how to resume (exit 143).
     """
     from tqdm import tqdm
 
+    try:
+        check_results_path(output)
+    except ResultsFileError as error:
+        _say(f"error: {error}")
+        return 1
     files, skipped = expand_inputs(inputs, recursive)
     for path, reason in skipped:
         _say(f"{path}: {reason}")
     if not files:
         _say("no images to analyse")
         return 1
-    done = completed_sources(output)
-    sources = list(dict.fromkeys(str(path) for path in files))  # each once, even if named twice
-    todo = [source for source in sources if source not in done]
-    annotated_dir = Path(output_dir) if output_dir is not None else None
-    used = {Path(entry["annotated"]).name for entry in done.values() if "annotated" in entry}
-    images = faces = errors = 0
-    started = time.perf_counter()
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=len(todo), unit="image", dynamic_ncols=True, mininterval=0.1 if interactive else 5.0, disable=not todo)
-    with ResultsWriter(output) as writer, bar:
-        for result in engine.run(todo, analyzer_options, batch_size, crop) if todo else ():
-            if "error" in result:
-                errors += 1
-                bar.write(f"howold: {_problem(Path(result['source']), HowoldError(result['error']))}", file=sys.stderr)
-            else:
-                faces += len(result["faces"])
-                if annotated_dir is not None:
-                    path = Path(result["source"])
-                    saved = save_image(draw_faces(load_image(path), result["faces"]), annotated_dir / annotated_name(path, used))
-                    result["annotated"] = str(saved)
-            writer.write(result)
-            images += 1
-            bar.update()
+    writer: ResultsWriter | None = None
+    try:
+        done = completed_sources(output)
+        sources = list(dict.fromkeys(str(path) for path in files))  # each once, even if named twice
+        todo = [source for source in sources if source not in done]
+        annotated_dir = Path(output_dir) if output_dir is not None else None
+        used = {Path(entry["annotated"]).name for entry in done.values() if "annotated" in entry}
+        images = faces = errors = 0
+        started = time.perf_counter()
+        interactive = sys.stderr.isatty()
+        writer = ResultsWriter(output, existing=len(done))
+        bar = tqdm(total=len(todo), unit="image", dynamic_ncols=True, mininterval=0.1 if interactive else 5.0, disable=not todo)
+        with writer, bar:
+            for batch in engine.run_batches(todo, analyzer_options, batch_size, crop) if todo else ():
+                for result in batch:
+                    if "error" in result:
+                        errors += 1
+                        bar.write(f"howold: {_problem(Path(result['source']), HowoldError(result['error']))}", file=sys.stderr)
+                    else:
+                        faces += len(result["faces"])
+                        if annotated_dir is not None:
+                            result["annotated"] = str(_save_annotated(result, annotated_dir, used, output, writer.saved))
+                writer.write_many(batch)
+                images += len(batch)
+                bar.update(len(batch))
+    except ResultsFileError as error:
+        _say(f"error: {error}")
+        return 1
+    except Stopped as stop:
+        saved = writer.saved if writer is not None else 0
+        _say(f"stopped by {stop}; {saved} result{'s' if saved != 1 else ''} safely in {output}; {RESUME}")
+        return 128 + stop.signal
     seconds = time.perf_counter() - started
     before = f" ({len(sources) - len(todo)} already in {output})" if len(todo) < len(sources) else ""
     _say(f"{images} images{before}, {faces} faces, {errors} errors, {images / seconds:.1f} images/s; results in {output}" + (f"; {len(skipped)} skipped" if skipped else ""))
     return 0 if errors == 0 else 1
+
+
+def _save_annotated(result: dict, folder: Path, used: set[str], output: str | Path, saved: int) -> Path:
+    path = Path(result["source"])
+    target = folder / annotated_name(path, used)
+    try:
+        return save_image(draw_faces(load_image(path), result["faces"]), target)
+    except OSError as error:
+        raise write_failure(f"the annotated image {target}", error, output, saved) from None
 
 
 DEMO_IMAGE = Path(__file__).parent / "assets" / "astronaut.png"

@@ -20,3 +20,8 @@ class DatasetError(HowoldError):
 class ConfigError(HowoldError, ValueError):
     """A setting names something that does not exist or cannot be done (an unknown backbone,
     an unfreezing schedule the backbone does not have)."""
+
+
+class WriteError(HowoldError):
+    """A file could not be written (a full disk, a read-only folder): the work finished before
+    stays, and the same command resumes from it once the file can be written."""

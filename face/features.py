@@ -5,13 +5,14 @@ preprocessing, the images and the augmentation (and, for datasets of loose crops
 detector that finds the face). Those make the cache key. Features are written in chunks as
 they are computed, so a killed run resumes where it stopped, and read back memory-mapped
 (`StackedArrays`), so training on tens of thousands of images x views does not load them whole.
+A chunk is written whole or not at all (atomic.py), and one whose file does not hold all its
+rows (cut short outside howold, say by a copy to a full disk) is computed again, never read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import mmap
-import os
 import queue
 import threading
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .alignment import Aligner, crop_box
+from .atomic import save_array, write_text
 from .backbones import Backbone
 from .crops import loose_crop_face
 from .data import DATASETS, Dataset
@@ -115,16 +117,16 @@ def dataset_boxes(dataset: Dataset, detector: str = DEFAULT_DETECTOR, cache_root
     if missing:
         finder = FaceDetector(detector)
         margin = DATASETS[dataset.kind].margin
-        bar = tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{dataset.kind} faces ({detector})", unit="img", disable=not progress)
-        for chunk in missing:
-            rows = []
-            for index in chunk:
-                box, landmarks, found = loose_crop_face(load_image(dataset.faces[index].path), finder, margin)
-                points = np.full(10, np.nan) if landmarks is None else np.asarray(landmarks, np.float64).reshape(10)
-                rows.append((*box, float(found), *points))
-                bar.update(1)
-            _save_atomic(_chunk_path(folder, chunk), np.array(rows, np.float32))
-        bar.close()
+        # closed when a write fails too, so that the error starts a line of its own
+        with tqdm(total=len(dataset), initial=int(covered.sum()), desc=f"{dataset.kind} faces ({detector})", unit="img", disable=not progress) as bar:
+            for chunk in missing:
+                rows = []
+                for index in chunk:
+                    box, landmarks, found = loose_crop_face(load_image(dataset.faces[index].path), finder, margin)
+                    points = np.full(10, np.nan) if landmarks is None else np.asarray(landmarks, np.float64).reshape(10)
+                    rows.append((*box, float(found), *points))
+                    bar.update(1)
+                save_array(_chunk_path(folder, chunk), np.array(rows, np.float32))
     table = np.concatenate([np.load(_chunk_path(folder, chunk)) for chunk in _cached_chunks(folder)])
     return table[:, :4].astype(np.int32), table[:, 4].astype(bool), table[:, 5:15].reshape(-1, 5, 2)
 
@@ -182,7 +184,7 @@ def extract_activations(
     for layer, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
         meta = {**backbone.describe(), "layer": layer, "augment": asdict(augment), "images": len(dataset)}
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+        write_text(folder / "meta.json", json.dumps(meta, indent=2))
         mine = np.zeros(len(dataset), bool)
         for chunk in _cached_chunks(folder):
             mine[chunk.start : chunk.stop] = True
@@ -205,19 +207,19 @@ def extract_activations(
                     return
 
         threading.Thread(target=produce, daemon=True).start()
-        for _ in missing:
-            chunk, chips = ready.get()
-            if isinstance(chips, Exception):
-                raise chips
-            if layers == (None,):
-                values = {None: backbone.embed(chips, batch_size=batch_size)}
-            else:
-                values = backbone.activations(chips, layers, batch_size=batch_size)
-            for layer, value in values.items():
-                value = value.reshape((len(chunk), augment.views) + value.shape[1:])
-                _save_atomic(_chunk_path(folders[layer], chunk), value.astype(np.float16))
-            bar.update(len(chunk))
-        bar.close()
+        with bar:  # closed when a write fails too, so that the error starts a line of its own
+            for _ in missing:
+                chunk, chips = ready.get()
+                if isinstance(chips, Exception):
+                    raise chips
+                if layers == (None,):
+                    values = {None: backbone.embed(chips, batch_size=batch_size)}
+                else:
+                    values = backbone.activations(chips, layers, batch_size=batch_size)
+                for layer, value in values.items():
+                    value = value.reshape((len(chunk), augment.views) + value.shape[1:])
+                    save_array(_chunk_path(folders[layer], chunk), value.astype(np.float16))
+                bar.update(len(chunk))
     results = {}
     for layer, folder in folders.items():
         shape = (backbone.feature_size,) if layer is None else backbone.layer_shape(layer)
@@ -282,12 +284,32 @@ class StackedArrays:
 
 
 def _cached_chunks(folder: Path) -> list[range]:
-    """The index ranges already on disk, whatever chunk size wrote them."""
+    """The index ranges already on disk, whatever chunk size wrote them; chunk files that do
+    not hold all their rows are deleted, so they are computed again."""
     chunks = []
     for path in folder.glob("chunk_*_*.npy"):
         start, stop = path.stem.split("_")[1:3]
-        chunks.append(range(int(start), int(stop)))
+        chunk = range(int(start), int(stop))
+        if _complete(path, len(chunk)):
+            chunks.append(chunk)
+        else:
+            path.unlink(missing_ok=True)
     return sorted(chunks, key=lambda chunk: chunk.start)
+
+
+def _complete(path: Path, rows: int) -> bool:
+    """Whether a .npy file holds `rows` rows in full: its header parses, says so, and the data
+    after it is as long as the header's shape and dtype make it."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return bool(shape) and shape[0] == rows and size == data_start + int(np.prod(shape)) * dtype.itemsize
 
 
 def _missing_chunks(covered: np.ndarray, chunk_size: int) -> list[range]:
@@ -304,10 +326,3 @@ def _missing_chunks(covered: np.ndarray, chunk_size: int) -> list[range]:
 
 def _chunk_path(folder: Path, chunk: range) -> Path:
     return folder / f"chunk_{chunk.start:07d}_{chunk.stop:07d}.npy"
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        np.save(handle, array)
-    temporary.replace(path)

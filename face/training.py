@@ -6,19 +6,27 @@ of targets (exact ages or age bins, 5-way race labels as sets of FairFace's 7).
 Each epoch sees every stored view of every training image; mixup blends pairs of
 feature vectors and their label distributions. BackupAndRestore makes a run killed with
 kill -9 resume at its last finished epoch; the feature cache makes the restart cheap.
+Caches, checkpoints and backups are written whole or not at all (atomic.py), so a full disk
+ends the run with a one-line WriteError, and the same command resumes from what was finished.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import WRITE_ERRNOS, replacing, write_text
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
+from .errors import WriteError
 from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
 from .features import AugmentConfig, StackedArrays, extract_activations
 from .heads import (
@@ -243,21 +251,81 @@ def run_callbacks(run_dir: Path, patience: int, best_path: Path) -> list:
 
     The backup is written last in each epoch, after the epoch's CSV row: a run killed between
     the two redoes that epoch, and the CSV rows of epochs the backup does not hold are dropped
-    before the CSV logger appends, so history.csv keeps exactly one row per epoch.
+    before the CSV logger appends, so history.csv keeps exactly one row per epoch. The best
+    model and the backup are written whole or not at all (a full disk leaves the last good ones).
     """
     import keras
 
     run_dir.mkdir(parents=True, exist_ok=True)
     trim_history(run_dir / "history.csv", run_dir / "backup")
+    checkpoint, backup = atomic_callbacks()
     return [
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=best_path.name.endswith(".weights.h5")),
+        checkpoint(str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=best_path.name.endswith(".weights.h5")),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         # last: its on_train_begin restores (fit reads the epoch after every callback's), and
         # its on_epoch_end backs up an epoch only once that epoch is logged
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        backup(str(run_dir / "backup")),
     ]
+
+
+def atomic_callbacks() -> tuple[type, type]:
+    """Keras's ModelCheckpoint and BackupAndRestore, writing their files whole or not at all.
+
+    Keras writes both in place: a full disk mid-write leaves a torn best model (which the end of
+    training then fails to load) or a torn backup whose epoch file is empty (the rerun fails to
+    read it). Here each file goes to a partial file renamed over the old one when complete; the
+    backup's epoch file and weights are both written before either is renamed, so they always
+    agree. Keras's double checkpoint (a copy of the previous backup) is not needed then.
+    """
+    import keras
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            final = self.filepath
+            with replacing(final) as partial:
+                self.filepath = str(partial)
+                try:
+                    super()._save_model(epoch, batch, logs)
+                finally:
+                    self.filepath = final
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            state = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
+            with replacing(self._training_metadata_path) as metadata, replacing(self._weights_path) as weights:
+                metadata.write_text(state)
+                self.model.save_weights(str(weights), overwrite=True)
+
+    return AtomicModelCheckpoint, AtomicBackupAndRestore
+
+
+def save_named(model, path: Path, metadata: dict) -> None:
+    """heads.save_heads, its write failures naming the file (Keras's zip writer does not)."""
+    try:
+        save_heads(model, path, metadata)
+    except OSError as error:
+        if error.filename or error.errno is None:
+            raise
+        raise OSError(error.errno, os.strerror(error.errno), str(path)) from None
+
+
+@contextmanager
+def resumable_writes() -> Iterator[None]:
+    """A write that fails for want of space or permission (atomic.WRITE_ERRNOS) becomes a
+    one-line WriteError naming the file and saying that the same command resumes."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        what = error.filename or "a training file (cache, checkpoint or log)"
+        fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable"
+        raise WriteError(
+            f"cannot write {what}: {os.strerror(error.errno)}; the cached features and finished epochs are kept: {fix} and run the same command again to resume"
+        ) from None
 
 
 def trim_history(history: Path, backup: Path) -> None:
@@ -318,7 +386,17 @@ def git_commit() -> str | None:
 
 
 def train(config: TrainConfig) -> dict:
-    """Train heads per `config`; returns the validation report saved beside the weights."""
+    """Train heads per `config`; returns the validation report saved beside the weights.
+
+    A write that fails (a full disk) raises WriteError; the same config then resumes: the
+    finished cache chunks are read back, fitting continues from its last backed-up epoch, and a
+    fit that finished before the heads could be saved is not run again.
+    """
+    with resumable_writes():
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> dict:
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -330,38 +408,49 @@ def train(config: TrainConfig) -> dict:
     extraction_seconds = time.time() - started
 
     heads_config = heads_config_of(config, backbone.feature_size)
-    views = min(config.train_views or features.shape[1], features.shape[1])
-    train_targets = make_targets(mixture_labels([part.train for part in parts]), heads_config)
-    train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
-    train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
     validation_x = features[validation_rows, 0].astype(np.float32)
     validation_y = make_targets(mixture_labels([part.validation for part in parts]), replace(heads_config, label_smoothing=0.0))
-
-    model = build_heads(heads_config)
-    batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
-    steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=head_losses(heads_config), loss_weights=config.loss_weights, metrics=HEAD_METRICS)
     run_dir = config.run_dir()
     best_path = run_dir / "best.keras"
-    callbacks = run_callbacks(run_dir, config.patience, best_path)
-    fit_started = time.time()
-    model.fit(
-        batches,
-        validation_data=(validation_x, validation_y),
-        epochs=config.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline reshuffles every epoch itself
-        verbose=1 if config.progress else 0,
-    )
-    fit_seconds = time.time() - fit_started
-    best = keras.models.load_model(best_path, compile=False) if best_path.exists() else model
+    # written once fitting ends, removed once the heads are saved: a run that failed in between
+    # (a full disk) does not fit again (Keras's backup is gone by then, so it would start over)
+    fitted = run_dir / "fitted.json"
+    if fitted.is_file() and best_path.is_file():
+        fit_seconds = json.loads(fitted.read_text())["fit_seconds"]
+    else:
+        views = min(config.train_views or features.shape[1], features.shape[1])
+        train_targets = make_targets(mixture_labels([part.train for part in parts]), heads_config)
+        train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
+        train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
+
+        model = build_heads(heads_config)
+        batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
+        steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
+        )
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=head_losses(heads_config), loss_weights=config.loss_weights, metrics=HEAD_METRICS)
+        callbacks = run_callbacks(run_dir, config.patience, best_path)
+        fit_started = time.time()
+        model.fit(
+            batches,
+            validation_data=(validation_x, validation_y),
+            epochs=config.epochs,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline reshuffles every epoch itself
+            verbose=1 if config.progress else 0,
+        )
+        fit_seconds = time.time() - fit_started
+        if not best_path.exists():  # no epoch had a finite validation loss
+            with replacing(best_path) as partial:
+                model.save(partial)
+        write_text(fitted, json.dumps({"fit_seconds": fit_seconds}))
+    best = keras.models.load_model(best_path, compile=False)
     report = validation_report(parts, predict_rows(best, features, validation_rows, config.validation_views), config)
     training = training_metadata(config, parts, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
     metadata = model_metadata(backbone, heads_config, training, report)
-    save_heads(best, config.resolved_output(backbone), metadata)
-    (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+    save_named(best, config.resolved_output(backbone), metadata)
+    write_text(run_dir / "validation_report.json", json.dumps(report, indent=2))
+    fitted.unlink()
     report["heads_path"] = str(config.resolved_output(backbone))
     return report

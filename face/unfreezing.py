@@ -22,7 +22,9 @@ Choices:
   layers) and Adam moves every weight by about the learning rate per step, so level 4 at
   9e-5 (0.3 times 3e-4) blew the loss up from 5 to 34 in one step; at 3e-6 it stays put;
 * each phase starts from the best weights of the one before, has its own checkpoints,
-  CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill.
+  CSV log and TensorBoard folder under logs/<run>/unfreeze-<k>/, and resumes after a kill or
+  a full disk (a one-line WriteError): a phase counts as finished once its done.json is
+  written, last and whole.
 """
 from __future__ import annotations
 
@@ -35,10 +37,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .atomic import write_text
 from .backbones import KerasBackbone, create_backbone
 from .errors import ConfigError, WeightsError
 from .features import StackedArrays, cache_bytes, cache_folder
-from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of, save_heads
+from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of
 from .training import (
     HEAD_METRICS,
     TrainConfig,
@@ -52,7 +55,9 @@ from .training import (
     mixture_rows,
     model_metadata,
     predict_rows,
+    resumable_writes,
     run_callbacks,
+    save_named,
     train,
     training_metadata,
     validation_report,
@@ -187,8 +192,7 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
         return build_heads(heads_config)
     path = Path(config.init_heads) if config.init_heads else default_heads_path(backbone, frozen=True)
     if not path.is_file():
-        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
-        path = Path(report["heads_path"])
+        path = _frozen_heads(config)
     loaded = load_heads(path)
     if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
         raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
@@ -196,13 +200,29 @@ def starting_heads(config: TrainConfig, backbone: KerasBackbone):
         if config.init_heads:
             raise WeightsError(f"{path}: heads with {race_classes_of(loaded.model)} races, these are trained with {heads_config.race_classes}; warm-start from heads trained by this version")
         # the shipped frozen heads predate FairFace's 7 races: train the frozen heads first
-        report = train(replace(config, unfreeze=(), output=config.run_dir() / "frozen_heads.keras", run_name=f"{config.run_dir().name}/heads"))
-        return load_heads(report["heads_path"]).model
+        return load_heads(_frozen_heads(config)).model
     return loaded.model
 
 
+def _frozen_heads(config: TrainConfig) -> Path:
+    """Heads trained on the frozen backbone for this run, once: a resumed run (after a kill or a
+    full disk) finds them in its folder (saved whole: save_heads renames a finished file)."""
+    path = config.run_dir() / "frozen_heads.keras"
+    if not path.is_file():
+        train(replace(config, unfreeze=(), output=path, run_name=f"{config.run_dir().name}/heads"))
+    return path
+
+
 def fine_tune(config: TrainConfig) -> dict:
-    """Run the unfreezing schedule of `config`; returns the last phase's validation report."""
+    """Run the unfreezing schedule of `config`; returns the last phase's validation report.
+
+    A write that fails (a full disk) raises WriteError; the same config then resumes: finished
+    cache chunks and phases are kept, and the phase in progress continues from its backup."""
+    with resumable_writes():
+        return _fine_tune(config)
+
+
+def _fine_tune(config: TrainConfig) -> dict:
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     backbone = create_backbone(config.backbone)
@@ -273,8 +293,8 @@ def fine_tune(config: TrainConfig) -> dict:
             **headline(report),
             "datasets": {kind: headline(part) for kind, part in report["datasets"].items()},
         }
-        done_path.write_text(json.dumps(summary, indent=2))
-        (run_dir / "validation_report.json").write_text(json.dumps(report, indent=2))
+        write_text(run_dir / "validation_report.json", json.dumps(report, indent=2))
+        write_text(done_path, json.dumps(summary, indent=2))
         phase_reports.append(summary)
         if config.progress:
             print(json.dumps(summary), flush=True)
@@ -284,8 +304,8 @@ def fine_tune(config: TrainConfig) -> dict:
     report = validation_report(parts, predict_rows(model, activations[last_boundary], validation_rows, config.validation_views), config)
     training = training_metadata(config, parts, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
-    save_heads(model, output, metadata)
-    (config.run_dir() / "validation_report.json").write_text(json.dumps(report, indent=2))
+    save_named(model, output, metadata)
+    write_text(config.run_dir() / "validation_report.json", json.dumps(report, indent=2))
     report["heads_path"] = str(output)
     report["phases"] = phase_reports
     return report
@@ -304,4 +324,4 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(round(time.time() - self.started, 2))
-        self.path.write_text(json.dumps(self.seconds))
+        write_text(self.path, json.dumps(self.seconds))

@@ -21,6 +21,13 @@ analyses every upload waiting with the same options in one batch: with 8 clients
 server then does more requests a second than one client in a loop
 (benchmarks/bench_web_load.py). The model is warmed up for every batch size at start-up.
 
+Stopping: on SIGTERM (what container runtimes and schedulers send) or Ctrl-C, ``howold
+serve`` first drains: requests in flight finish, for up to a grace period, while new ones get
+503 with ``Connection: close`` and /api/health says "stopping" (so a load balancer moves on);
+then uvicorn shuts down. A second signal skips the wait. (With several worker processes,
+uvicorn's own shutdown applies: new connections are refused, those in flight finish within
+the grace period.)
+
 Run it with ``howold serve`` or ``uvicorn face.web:app_from_env --factory``.
 """
 from __future__ import annotations
@@ -33,6 +40,7 @@ import json
 import logging
 import math
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import anyio
+import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -107,7 +116,7 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["loading", "ready", "failed"]
+    status: Literal["loading", "ready", "failed", "stopping"]
     backbone: Optional[str] = None
     detector: Optional[str] = None
     in_flight: int = 0
@@ -156,7 +165,7 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
         415: "not an image, a corrupt one, or a content type other than multipart/form-data, image/* or application/octet-stream",
         422: "invalid query parameters, or a multipart body without a `file` field",
         500: "the model failed to load",
-        503: "the model is still loading, or too many requests are queued; see Retry-After",
+        503: "the model is still loading, too many requests are queued, or the server is stopping; see Retry-After",
         504: "the analysis took longer than the server's time limit",
     }
     responses: dict[int, dict[str, Any]] = {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
@@ -460,6 +469,9 @@ def _media_type(request: Request) -> str:
 # ---- the app ---------------------------------------------------------------------------------
 
 
+#: On 503s while the server stops: come back later, and not on this connection.
+STOPPING_HEADERS = {"Retry-After": "5", "Connection": "close"}
+
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 
 
@@ -506,6 +518,8 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
     )
     app.state.pool = pool
     app.state.config = config
+    app.state.stopping = False  # set by DrainingServer on SIGTERM: new requests get 503
+    app.state.cut = asyncio.Event()  # set by DrainingServer when the grace period is over: those in flight get 503
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -528,20 +542,20 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         "/api/health",
         response_model=HealthResponse,
         response_model_exclude_none=True,
-        responses={503: {"model": HealthResponse, "description": "the model is still loading, or failed to load"}},
+        responses={503: {"model": HealthResponse, "description": "the model is still loading, failed to load, or the server is stopping"}},
         summary="Whether the model is loaded",
     )
     async def health() -> Any:
         admission: Admission | None = state.get("admission")
         body = HealthResponse(
-            status=pool.status,
+            status="stopping" if app.state.stopping else pool.status,
             backbone=pool.backbone_name,
             detector=config.detector if pool.status == "ready" else None,
             in_flight=admission.in_flight if admission else 0,
             queued=admission.waiting if admission else 0,
             detail=pool.error,
         )
-        if pool.status != "ready":
+        if body.status != "ready":
             return JSONResponse(body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
         return JSONResponse(body.model_dump(exclude_none=True), headers={"Cache-Control": "no-store"})
 
@@ -558,6 +572,24 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
         tta: list[Literal["flip", "oversample", "none"]] = Query([], description="test-time augmentation, repeatable; default: flip; none: the plain chip alone"),
     ) -> Any:
+        if app.state.stopping:
+            raise HTTPException(503, "the server is stopping; try again shortly", headers=STOPPING_HEADERS)
+        # a request still running when the grace period ends is answered 503 (rather than cut
+        # off by uvicorn with a 500); its analysis thread, if any, runs on unwatched
+        work = asyncio.ensure_future(analyze_upload(request, detector, tta))
+        cut = asyncio.ensure_future(app.state.cut.wait())
+        try:
+            await asyncio.wait({work, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            unfinished = not work.done()
+            if unfinished:
+                work.cancel()
+        if unfinished:
+            raise HTTPException(503, "the server stopped before this request was done; try again", headers=STOPPING_HEADERS)
+        return work.result()
+
+    async def analyze_upload(request: Request, detector: Optional[str], tta: list[str]) -> Any:
         started = time.perf_counter()
         admission: Admission = state["admission"]
         if pool.status == "loading":
@@ -620,6 +652,44 @@ def app_from_env() -> FastAPI:
     return create_app(WebConfig.from_json(text) if text else WebConfig())
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining before it shuts down: on the first SIGTERM or Ctrl-C, `app`
+    answers new requests 503 while those in flight finish, until none is left or
+    `grace_period` seconds have passed; then uvicorn's own shutdown runs. A second signal
+    skips the wait."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_period: float):
+        super().__init__(config)
+        self.app, self.grace_period = app, grace_period
+        self.drain_until: Optional[float] = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.drain_until is not None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # uvicorn raises it again once shut down: the exit status says why
+        self.drain_until = time.monotonic() + self.grace_period
+        self.app.state.stopping = True
+        logger.info(
+            "howold: %s: stopping; %d request(s) in flight finish within %g s, new ones get 503",
+            signal.Signals(sig).name, len(self.server_state.tasks), self.grace_period,
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_until is not None and not self.should_exit:
+            over = time.monotonic() - self.drain_until
+            if self.server_state.tasks and over >= 0 and not self.app.state.cut.is_set():
+                logger.warning("howold: the grace period is over; %d request(s) still in flight get 503", len(self.server_state.tasks))
+                self.app.state.cut.set()
+            if not self.server_state.tasks or over >= 2:  # 2 s for those 503s to go out
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: Optional[list] = None) -> None:
+        await super().shutdown(sockets)
+        logger.info("howold: stopped; start `howold serve` again to serve again")
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -627,20 +697,24 @@ def serve(
     backbone: str | None = None,
     detector: str = "yunet",
     heads: str | None = None,
+    grace_period: float = 25.0,
     **settings: Any,
 ) -> int:
     """Run the web app with uvicorn until interrupted; each of `workers` processes loads its own model.
 
+    `grace_period`: seconds that requests in flight get to finish after SIGTERM or Ctrl-C
+    (keep it below the runtime's kill timeout: Kubernetes waits 30 s, Docker 10 s).
     `settings`: any other WebConfig field (max_upload_bytes, max_concurrent, ...).
     """
-    import uvicorn
-
     config = WebConfig(backbone=backbone, detector=detector, heads=heads, **settings)
-    common = dict(host=host, port=port, limit_concurrency=config.max_connections, timeout_graceful_shutdown=5, log_level="info")
+    common = dict(host=host, port=port, limit_concurrency=config.max_connections, log_level="info")
     if workers > 1:
         # worker processes import the app themselves, so the config travels in the environment
         os.environ[CONFIG_ENV] = config.to_json()
-        uvicorn.run("face.web:app_from_env", factory=True, workers=workers, **common)
-    else:
-        uvicorn.run(create_app(config), **common)
-    return 0
+        uvicorn.run("face.web:app_from_env", factory=True, workers=workers, timeout_graceful_shutdown=math.ceil(grace_period), **common)
+        return 0
+    app = create_app(config)
+    # the drain is the grace period; uvicorn's own shutdown after it only closes connections
+    server = DrainingServer(uvicorn.Config(app, timeout_graceful_shutdown=2, **common), app, grace_period)
+    server.run()
+    return 0 if server.started else 1

@@ -43,21 +43,34 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
 
 
 def test_split_is_reproducible_and_keeps_duplicates_together(tiny_utkface):
+    """Eight groups of three byte-identical files (under other names, some with other labels):
+    each group lands on one side. A split that ignores content keeps a group of three together
+    with probability 0.25**3 + 0.75**3 = 0.44 at 25% validation, all eight groups with
+    0.44**8 = 0.0014, and under each of three seeds about 3e-9: so this fails for any split
+    that does not look at the files' bytes, whatever its seed."""
     files = sorted(tiny_utkface.glob("*.chip.jpg"))
-    # byte-identical copies under other names, one with conflicting labels
-    shutil.copy(files[0], tiny_utkface / "10_0_0_20990101000000001.jpg.chip.jpg")
-    shutil.copy(files[0], tiny_utkface / "70_1_3_20990101000000002.jpg.chip.jpg")
+    groups = []
+    for number, original in enumerate(files[:8]):
+        copies = [f"{10 + number}_0_0_2099010100000{number:02d}1.jpg.chip.jpg", f"{70 - number}_1_3_2099010100000{number:02d}2.jpg.chip.jpg"]
+        for name in copies:
+            shutil.copy(original, tiny_utkface / name)
+        groups.append({original.name, *copies})
     dataset = load_dataset(tiny_utkface)
-    train, validation = split_dataset(dataset, 0.25, seed=7)
-    again_train, again_validation = split_dataset(dataset, 0.25, seed=7)
-    assert [f.path for f in train.faces] == [f.path for f in again_train.faces]
-    assert len(train) + len(validation) == len(dataset)
-    assert not {f.path for f in train.faces} & {f.path for f in validation.faces}
-    copies = {files[0].name, "10_0_0_20990101000000001.jpg.chip.jpg", "70_1_3_20990101000000002.jpg.chip.jpg"}
-    sides = {("train" if any(f.path.name == c for f in train.faces) else "validation") for c in copies}
-    assert len(sides) == 1
+    assert len(dataset) == 24 + 16
+    for seed in (7, 8, 9):
+        train, validation = split_dataset(dataset, 0.25, seed=seed)
+        again_train, again_validation = split_dataset(dataset, 0.25, seed=seed)
+        assert [f.path for f in train.faces] == [f.path for f in again_train.faces]
+        assert [f.path for f in validation.faces] == [f.path for f in again_validation.faces]
+        assert len(train) + len(validation) == len(dataset)
+        assert not {f.path for f in train.faces} & {f.path for f in validation.faces}
+        in_validation = {f.path.name for f in validation.faces}
+        for group in groups:
+            assert len({name in in_validation for name in group}) == 1, (seed, sorted(group))
+        # whole groups fill validation up to round(0.25 * 40) = 10, overshooting by at most a group's two extra files
+        assert 10 <= len(validation) <= 12, seed
     other_train, _ = split_dataset(dataset, 0.25, seed=8)
-    assert [f.path for f in other_train.faces] != [f.path for f in train.faces]
+    assert [f.path for f in other_train.faces] != [f.path for f in split_dataset(dataset, 0.25, seed=7)[0].faces]
 
 
 @pytest.mark.skipif(not UTKFACE.is_dir(), reason="../shared/data/utkface is absent")

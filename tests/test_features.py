@@ -80,3 +80,23 @@ def test_cache_key_changes_with_every_augmentation_setting(tiny_utkface, tmp_pat
         extract_features(backbone, dataset, other, cache_root=tmp_path, progress=False)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 6
     assert backbone.embedded == 6 * 3 * 3
+
+
+def test_a_chunk_cut_short_is_computed_again_not_read(tiny_utkface, tmp_path, backbone):
+    """A chunk file that lacks its last bytes (a copy cut short, a disk that filled outside
+    howold) or its header is deleted and computed again: the features come out whole."""
+    tmp_path = tmp_path / "cache"
+    dataset = load_dataset(tiny_utkface)
+    config = AugmentConfig(views=2)
+    features = np.asarray(extract_features(backbone, dataset, config, cache_root=tmp_path, chunk_size=8, progress=False))
+    assert backbone.embedded == 48
+    (cache,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    first, second, third = sorted(cache.glob("chunk_*.npy"))
+    untouched = first.stat().st_ino, first.stat().st_mtime_ns
+    second.write_bytes(second.read_bytes()[:-1])  # one byte short
+    third.write_bytes(third.read_bytes()[:40])  # not even its whole header
+    resumed = extract_features(backbone, dataset, config, cache_root=tmp_path, chunk_size=8, progress=False)
+    assert backbone.embedded == 48 + 2 * 8 * 2  # the two damaged chunks, nothing else
+    assert np.allclose(resumed, features, atol=1e-3)
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == untouched
+    assert sorted(p.name for p in cache.iterdir()) == sorted([first.name, second.name, third.name, "meta.json"])

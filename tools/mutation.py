@@ -28,7 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS: dict[str, tuple[str, list[str], list[str]]] = {
     # test_fairface's unit tests too: the FairFace targets, losses and the 7-to-5 race merge live in heads.py
     "heads": ("face/heads.py", ["tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on"], []),
-    "data": ("face/data.py", ["tests/test_data.py", "tests/test_heads.py"], []),
+    # test_fairface's loader tests too: FairFace's CSV, its bins and 7 races are read in data.py
+    "data": ("face/data.py", ["tests/test_data.py", "tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on and not loose_crops"], []),
+    # the landmark fit and its weights, the warp, dlib's chips
+    "alignment": ("face/alignment.py", ["tests/test_alignment.py"], []),
+    # the results file: refused paths, one-line write errors, resuming, batches written whole
+    "results": (
+        "face/results.py",
+        ["tests/test_results.py", "tests/test_faults.py::test_retry_lines_are_dropped_and_done_again", "tests/test_faults.py::test_an_interrupted_batch_write_leaves_no_part_of_it",
+         "tests/test_batch.py::test_completed_sources_cuts_a_torn_line_and_refuses_a_bad_one"],
+        [],
+    ),
     "images": ("face/images.py", ["tests/test_images.py", "-k", "not cli and not video"], []),
     # the functions where a silent bug gives users wrong answers: TTA and per-face averaging of
     # the probabilities, the oversampled crops, the chips, the checks of given boxes. Each mutant
@@ -39,6 +49,15 @@ GROUPS: dict[str, tuple[str, list[str], list[str]]] = {
         ["tests/test_analyzer.py"],
         [f"face.analyzer.xǁAnalyzerǁ{name}__mutmut_*" for name in ("predict_probabilities", "predict_chips")]
         + ["face.analyzer.x_oversample*", "face.analyzer.x__check_boxes*", "face.analyzer.xǁAnalyzerǁchips__mutmut_*"],
+    ),
+    # the engines: a failed batch's retry lines, batching and flattening, the local engine, the
+    # Ray engine's batch function and how it names a failure (test_engines, --in-process: one
+    # Analyzer). Not RayEngine's own methods (_connect, pool_size, run_batches): their tests
+    # start a Ray cluster and kill actors (test_engine_ray), minutes a mutant.
+    "engines": (
+        "face/engines/*",
+        ["tests/test_engines.py"],
+        ["face.engines.x_*", "face.engines.base.*", "face.engines.local.*", "face.engines.ray.x_*", "face.engines.ray.xǁAnalyzeBatchǁ*"],
     ),
     # the request limits: counting the body while it arrives, and parsing multipart in memory
     "web": ("face/web.py", ["tests/test_web_limits.py"], ["face.web.x__read_body*", "face.web.x__multipart_file*", "face.web.x__size*", "face.web.x__media_type*"]),
@@ -99,7 +118,8 @@ def run_group(name: str, max_children: int) -> dict:
 #: Runs in the scratch copy's mutants/ folder: argv[1] a JSON [mutant names, pytest args, output
 #: path]. Each mutant is switched on through mutmut's own variable, and the tests run by pytest in
 #: this one process; `Analyzer(...)` of the same arguments gives the same instance each time
-#: (its constructor is not mutated), so the models load once instead of once per mutant. A
+#: (its constructor is not mutated; the class stays the class, so tests may patch it), so the
+#: models load once instead of once per mutant; a local Ray, once started, stays up too. A
 #: mutant is killed when pytest fails (exit 1), survives when it passes (0); a hang past
 #: TIMEOUT_S fails the running test and counts as caught (timeout).
 IN_PROCESS = """
@@ -109,15 +129,21 @@ import pytest
 import face, face.analyzer
 
 names, tests, output = json.loads(sys.argv[1])
-real, built = face.analyzer.Analyzer, {}
+Analyzer, built = face.analyzer.Analyzer, {}
+real_init = Analyzer.__init__
 
-def Analyzer(*args, **kwargs):
-    key = repr((args, sorted(kwargs.items())))
+def new(cls, *args, **kwargs):
+    key = repr((cls, args, sorted(kwargs.items())))
     if key not in built:
-        built[key] = real(*args, **kwargs)
+        built[key] = object.__new__(cls)
     return built[key]
 
-face.Analyzer = Analyzer
+def init(self, *args, **kwargs):
+    if not getattr(self, "_built_once", False):  # one that failed to build tries again
+        real_init(self, *args, **kwargs)
+        self._built_once = True
+
+Analyzer.__new__, Analyzer.__init__ = new, init
 
 def too_long(*_):
     raise TimeoutError("mutant ran past its time")
@@ -149,9 +175,9 @@ def run_group_in_process(name: str, folder: Path | None = None) -> dict:
         folder = scratch_copy(module, tests)
         # mutmut makes the mutants (and times the tests once); a name that matches none runs none
         subprocess.run([sys.executable, "-m", "mutmut", "run", "face.none_at_all*"], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    meta = json.loads((folder / "mutants" / (module + ".meta")).read_text())
+    keys = sorted(key for meta in (folder / "mutants").glob(module + ".meta") for key in json.loads(meta.read_text())["exit_code_by_key"])
     # in the order of the patterns (the most telling first), so that a run cut short says the most
-    names = [key for p in patterns or ["*"] for key in sorted(meta["exit_code_by_key"]) if _matches(key, p)]
+    names = [key for p in patterns or ["*"] for key in keys if _matches(key, p)]
     output = folder / "in_process.json"
     harness = IN_PROCESS % (TIMEOUT_S, TIMEOUT_S)
     subprocess.run([sys.executable, "-c", harness, json.dumps([names, tests, str(output)])], cwd=folder / "mutants", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

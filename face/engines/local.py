@@ -3,14 +3,21 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Sequence
 
-from .base import Engine
+from .base import Engine, failed_batch
 
 
 class LocalEngine(Engine):
     name = "local"
     ordered = True
 
-    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
+    def run_batches(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[list[dict]]:
         from ..analyzer import Analyzer
 
-        yield from Analyzer(**analyzer_options).analyze_stream(sources, batch_size, crop)
+        analyzer = Analyzer(**analyzer_options)
+        for start in range(0, len(sources), batch_size):
+            chunk = [str(source) for source in sources[start:start + batch_size]]
+            try:  # one chunk is one batch of analyze_stream's
+                results = list(analyzer.analyze_stream(chunk, batch_size, crop))
+            except Exception as error:  # noqa: BLE001 - a failed batch must not end the run
+                results = failed_batch(chunk, error)
+            yield results

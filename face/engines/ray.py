@@ -5,6 +5,22 @@ each actor builds one Analyzer (the models load once per actor) and returns a ba
 results as JSON lines, which the driver receives as they finish (not in source order).
 Without an address Ray starts on this machine; with one it joins that cluster, whose
 every node must have howold installed and see the image paths.
+
+Faults, and the settings the engine relies on:
+- An actor that dies (kill -9, out of memory, a lost node): Ray Data gives the actors of a
+  pool `max_restarts=-1`, so Ray restarts one as often as needed, and `max_task_retries=-1`,
+  so the batch it held runs again (on the restarted actor or another one). These are Ray
+  Data's defaults (its `ActorPoolMapOperator`; `map_batches` would take them only through
+  `ray_remote_args`, which Ray 2.60 warns is to go in 2.64), so they are not passed here;
+  tests/test_engine_ray.py kills an actor mid-run to keep them so. The run goes on by
+  itself and gives every image once: a batch's results reach the driver only when the
+  batch is finished.
+- A batch whose analysis raises (not because of one image, which gets its own error line):
+  Ray Data does not retry exceptions of the batch function (`actor_task_retry_on_errors`
+  stays False), so `AnalyzeBatch` turns it into one error line per image, naming the
+  cause and marked `"retry": true`; the next run of the same command tries them again.
+- An actor that cannot start (a missing heads file) ends the run with one error line, as
+  Ray Data gives up after `max_consecutive_actor_init_deaths` deaths in a row.
 """
 from __future__ import annotations
 
@@ -12,13 +28,15 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, HowoldError
-from .base import Engine
+from .base import Engine, failed_batch
 
 MISSING_RAY = 'the ray engine needs Ray: pip install "howold[ray]"'
 
@@ -37,7 +55,8 @@ class RayOptions:
 
 
 class AnalyzeBatch:
-    """One Analyzer per actor; a batch {"source": [...]} -> {"source", "result": JSON lines}."""
+    """One Analyzer per actor; a batch {"source": [...]} -> {"source", "result": JSON lines}.
+    A batch whose analysis raises gets `failed_batch` lines (retried by the next run)."""
 
     def __init__(self, analyzer_options: Mapping[str, Any], batch_size: int, crop: bool):
         from ..analyzer import Analyzer
@@ -52,7 +71,11 @@ class AnalyzeBatch:
         if self.error is not None:
             raise self.error
         sources = [str(source) for source in batch["source"]]
-        lines = [json.dumps(result) for result in self.analyzer.analyze_stream(sources, self.batch_size, self.crop)]
+        try:
+            results = list(self.analyzer.analyze_stream(sources, self.batch_size, self.crop))
+        except Exception as error:  # noqa: BLE001 - the batch's images get error lines; the run goes on
+            results = failed_batch(sources, error)
+        lines = [json.dumps(result) for result in results]
         return {"source": np.array(sources, dtype=object), "result": np.array(lines, dtype=object)}
 
 
@@ -99,6 +122,10 @@ class RayEngine(Engine):
         if ray.is_initialized():
             return
         settings = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=self.options.worker_logs)
+        # ray.init replaces this process's SIGTERM handler (with sys.exit, and a native one that
+        # prints a stack); the one found is put back, so that SIGTERM stops the run as the caller set
+        in_main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
         try:
             if self.options.address:
                 ray.init(address=self.options.address, **settings)
@@ -107,6 +134,9 @@ class RayEngine(Engine):
         except (ConnectionError, RuntimeError, ValueError) as error:
             where = self.options.address or "a local Ray"
             raise HowoldError(f"ray: cannot start or join {where}: {' '.join(str(error).split())}") from None
+        finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
         self._started = True
 
     def pool_size(self) -> int:
@@ -121,7 +151,7 @@ class RayEngine(Engine):
             return size
         return max(1, int(resources.get("CPU", 1) // self.options.cpus_per_actor))
 
-    def run(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[dict]:
+    def run_batches(self, sources: Sequence[str], analyzer_options: Mapping[str, Any], batch_size: int = 32, crop: bool = False) -> Iterator[list[dict]]:
         if not sources:
             return
         self._connect()
@@ -140,9 +170,8 @@ class RayEngine(Engine):
             num_gpus=self.options.gpus_per_actor,
         )
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                for line in batch["result"]:
-                    yield json.loads(line)
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):  # one block: one batch
+                yield [json.loads(line) for line in batch["result"]]
         except ray.exceptions.RayError as error:
             raise HowoldError(f"ray: {_root_cause(error)}") from None
 
