@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except stopped as stop:
         print(f"howold: stopped by {stop}", file=sys.stderr)
         return 128 + stop.signal
+    except BrokenPipeError:  # the reader went away (`howold demo | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":

@@ -20,9 +20,13 @@ class FaceResult(TypedDict, total=False):
     detection_confidence: float | None
     """The detector's score for this face (YuNet's probability by default); `None` for boxes you passed in."""
     age: float
-    """The expectation of the predicted age distribution over 0-100 years (as in DEX)."""
+    """The age read from the predicted distribution over 0-100 years. By default its median after
+    dividing out the training set's age distribution (to the power in the model's sidecar), so
+    that no age band is pulled toward the common training ages; `age_readout="least-error"` gives
+    the plain median, `"raw"` the plain expectation (as in DEX)."""
     age_interval: list[float]
-    """[low, high]: the 10th and 90th percentiles of the age distribution, an 80% interval by the model's own account."""
+    """[low, high]: the 10th and 90th percentiles of that distribution, its width calibrated by age
+    band on validation faces so that it holds the true age about 80% of the time."""
     age_group: str
     """The Adience age group ("0-2", "4-6", "8-12", "15-20", "25-32", "38-43", "48-53", "60-100") holding most probability."""
     age_group_confidence: float

@@ -89,3 +89,12 @@ def test_flip_is_the_default_and_none_turns_it_off() -> None:
         assert _analyzer_options(parser.parse_args([command, *inputs, "--tta", "flip", "--tta", "oversample"]))["tta"] == ("flip", "oversample")
         assert _analyzer_options(parser.parse_args([command, *inputs]))["age_readout"] == "default"
         assert _analyzer_options(parser.parse_args([command, *inputs, "--age-readout", "least-error"]))["age_readout"] == "least-error"
+
+
+def test_a_reader_that_goes_away_ends_the_demo_without_a_traceback(tmp_path):
+    """`howold demo | head -1`: the pipe closes before the JSON is written."""
+    process = subprocess.Popen([sys.executable, "-m", "face.cli", "demo", "--output-dir", str(tmp_path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # nobody reads: the first write fails with EPIPE
+    stderr = process.stderr.read()
+    assert process.wait(timeout=600) == 141, stderr
+    assert "Traceback" not in stderr, stderr

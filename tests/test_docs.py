@@ -116,7 +116,7 @@ def _report(with_new_keys: bool) -> dict:
         "heads_sha256": "ab" * 32,
     }
     if with_new_keys:
-        report["gender_calibration"] = [{"low": 0.5, "high": 0.6, "faces": 10, "mean_confidence": 0.55, "accuracy": 0.5}, {"low": 0.9, "high": 1.0, "faces": 0, "mean_confidence": None, "accuracy": None}]
+        report["gender_calibration"] = [{"confidence": "0.5-0.6", "n": 10, "mean_confidence": 0.55, "accuracy": 0.5}, {"confidence": "0.9-1.0", "n": 0, "mean_confidence": None, "accuracy": None}]
     return report
 
 
@@ -132,7 +132,7 @@ def test_card_renders_the_metrics_a_report_holds_and_no_others():
     new = "\n".join(model_card.render_report("utkface", _report(True)))
     assert "| part | faces | age MAE | age bias | interval coverage | CS@5 |" in new
     assert "| all | 100 | 4.57 | +0.81 | 77.1% | 68.0% |" in new
-    assert "| 0.50-0.60 | 10 | 55.0% | 50.0% |" in new and "0.90-1.00" not in new, "empty confidence bins are left out"
+    assert "| 0.5-0.6 | 10 | 55.0% | 50.0% |" in new and "0.9-1.0" not in new, "empty confidence bins are left out"
 
 
 def test_readme_table_puts_both_parts_side_by_side():

@@ -9,6 +9,7 @@ SIGTERM.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,11 +32,14 @@ def health(url: str) -> httpx.Response | None:
         return None
 
 
-def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, grace_period: int):
+    """A real `howold serve` on an unused port, ready; killed at the end whatever happens.
+    Yields (url, port, server, log path)."""
     port = unused_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "face.cli", "serve", "--detector", "hog", "--port", str(port), "--grace-period", "600"]
+    command = [sys.executable, "-m", "face.cli", "serve", "--detector", "hog", "--port", str(port), "--grace-period", str(grace_period)]
     with open(log, "w") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
@@ -45,6 +49,14 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(tmp_path
             return response is not None and response.status_code == 200
 
         eventually(ready, "the server's model to load", LOAD_WAIT_S)
+        yield url, port, server, log
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(tmp_path):
+    with serving(tmp_path, 600) as (url, port, server, log):
         photo = astronaut_jpeg()
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as slow:
             slow.sendall(
@@ -68,9 +80,6 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(tmp_path
         assert status == 200, body
         assert len(json.loads(body)["faces"]) == 1
         code = server.wait(WAIT_S)  # it ends by itself once nothing is in flight, long before the 600 s
-    finally:
-        server.kill()
-        server.wait()
     assert code == -signal.SIGTERM, "it ends as SIGTERM asked, after the drain"
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
@@ -81,28 +90,13 @@ def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(tmp_path
 
 
 def test_a_request_still_in_flight_after_the_grace_period_gets_503(tmp_path):
-    port = unused_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "face.cli", "serve", "--detector", "hog", "--port", str(port), "--grace-period", "3"]
-    with open(log, "w") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    try:
-        def ready() -> bool:
-            assert server.poll() is None, log.read_text()[-3000:]
-            response = health(url)
-            return response is not None and response.status_code == 200
-
-        eventually(ready, "the server's model to load", LOAD_WAIT_S)
+    with serving(tmp_path, 3) as (url, port, server, log):
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as stuck:
             stuck.sendall(b"POST /api/analyze HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
             assert stuck.recv(1024).startswith(b"HTTP/1.1 100 Continue")
             server.send_signal(signal.SIGTERM)  # the body never comes
             code = server.wait(WAIT_S)
             status, headers, body = http_response(stuck, WAIT_S)
-    finally:
-        server.kill()
-        server.wait()
     assert code == -signal.SIGTERM
     assert status == 503 and headers["connection"] == "close", body
     assert json.loads(body)["detail"] == "the server stopped before this request was done; try again"

@@ -61,7 +61,7 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
         if isinstance(action, argparse._HelpAction):
             continue
         name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}` (positional{', one or more' if action.nargs == '+' else ''})"
-        meaning = action.help or ""
+        meaning = (action.help or "").replace("%%", "%")  # as argparse prints it
         if action.choices:
             meaning = (meaning + "; " if meaning else "") + "one of " + ", ".join(f"`{c}`" for c in action.choices)
         if isinstance(action, argparse._AppendAction):

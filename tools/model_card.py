@@ -92,13 +92,11 @@ def render_report(name: str, report: dict) -> list[str]:
             lines += ["", f"By {label}:", ""] + _table(label.split(" (")[0], list(groups.items()))
     if report.get("under_20", {}).get("n"):
         lines += ["", f"Under 20 (exact ages): {_cell(report['under_20']['n'], 'n')} faces, age MAE {_cell(report['under_20'].get('age_mae'), 'years')}, bias {_cell(report['under_20'].get('age_mean_signed_error'), 'signed')} years."]
-    calibration = [row for row in report.get("gender_calibration", []) if row.get("faces")]
+    calibration = [row for row in report.get("gender_calibration", []) if row.get("n")]
     if calibration:
         lines += ["", "Gender confidence against accuracy:", "", "| confidence bin | faces | mean confidence | accuracy |", "|---|---|---|---|"]
         for row in calibration:
-            low, high = row.get("low"), row.get("high")
-            interval = f"{low:.2f}-{high:.2f}" if low is not None and high is not None else "—"
-            lines.append(f"| {interval} | {int(row['faces']):,} | {_cell(row.get('mean_confidence'), 'pct')} | {_cell(row.get('accuracy'), 'pct')} |")
+            lines.append(f"| {row['confidence']} | {int(row['n']):,} | {_cell(row.get('mean_confidence'), 'pct')} | {_cell(row.get('accuracy'), 'pct')} |")
     return lines + [""]
 
 
