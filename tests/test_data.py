@@ -122,3 +122,48 @@ def test_split_sizes_defaults_and_subsets(tiny_utkface):
     assert train.root == dataset.root and train.skipped == [] and validation.root == dataset.root
     subset = dataset.subset([3, 1])
     assert subset.faces == [dataset.faces[3], dataset.faces[1]] and subset.skipped == [] and subset.root == dataset.root
+
+
+def test_fairface_csv_prefers_fairfaces_own_name_then_any_single_csv(tmp_path):
+    from face.data import fairface_csv
+
+    (tmp_path / "a_notes.csv").write_text("x\n")  # sorts first: a name FairFace does not use
+    (tmp_path / "fairface_label_train.csv").write_text("x\n")
+    assert fairface_csv(tmp_path) == tmp_path / "fairface_label_train.csv"
+    assert fairface_csv(tmp_path / "a_notes.csv") == tmp_path / "a_notes.csv"  # a file is taken as given
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "labels.csv").write_text("x\n")
+    (other / "README.txt").write_text("x\n")
+    assert fairface_csv(other) == other / "labels.csv"
+    (other / "more.csv").write_text("x\n")
+    with pytest.raises(DatasetError, match=r"several label CSVs \(labels.csv, more.csv\); pass the one to use, e.g. --data fairface=.*labels.csv"):
+        fairface_csv(other)
+
+
+def test_a_bare_folder_is_utkface_unless_it_holds_fairfaces_csv(tmp_path):
+    from face.data import guess_kind, parse_data_spec
+
+    assert guess_kind(tmp_path) == "utkface" and parse_data_spec(tmp_path) == ("utkface", tmp_path)
+    assert guess_kind(tmp_path / "LABELS.CSV") == "fairface"  # a CSV given itself, any case
+    assert guess_kind(tmp_path / "absent") == "utkface"
+    (tmp_path / "fairface_label_val.csv").write_text("x\n")
+    assert guess_kind(tmp_path) == "fairface"
+    assert guess_kind(tmp_path / "fairface_label_val.csv") == "fairface"
+    (tmp_path / "a=b").mkdir()  # a folder whose name holds "=": a folder, not NAME=DIR
+    assert parse_data_spec(tmp_path / "a=b") == ("utkface", tmp_path / "a=b")
+    assert parse_data_spec("utkface=x=y") == ("utkface", Path("x=y"))  # only the first "=" splits
+    assert parse_data_spec("some/dir=1") == ("utkface", Path("some/dir=1"))  # a path, not a name
+    with pytest.raises(DatasetError) as unknown:
+        parse_data_spec("celeba=faces")
+    assert str(unknown.value) == "--data celeba=faces: unknown dataset 'celeba'; choose one of utkface, fairface"
+
+
+def test_load_named_reads_each_kind_with_its_limit(tiny_utkface):
+    from face.data import load_named
+
+    assert len(load_named("utkface", tiny_utkface, limit=3)) == 3
+    assert len(load_named("utkface", tiny_utkface)) == 24
+    with pytest.raises(DatasetError) as unknown:
+        load_named("celeba", tiny_utkface)
+    assert str(unknown.value) == "unknown dataset 'celeba'; choose one of utkface, fairface"
