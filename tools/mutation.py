@@ -170,12 +170,12 @@ for name in ["", *names]:  # "": no mutant, the tests must pass
 TIMEOUT_S = 600
 
 
-def run_group_in_process(name: str, folder: Path | None = None, only: list[str] | None = None, timeout: int = TIMEOUT_S) -> dict:
+def run_group_in_process(name: str, folder: Path | None = None, only: list[str] | None = None, timeout: int = TIMEOUT_S, tests: list[str] | None = None) -> dict:
     """Like run_group, with the tests run in one process (IN_PROCESS) instead of mutmut's runner:
     for groups whose tests load models. `folder`: a scratch copy where mutmut has made the
     mutants (its tests/ are refreshed from the working tree); `only`: mutant-name globs to run."""
-    module, tests, patterns = GROUPS[name]
-    patterns = only or patterns
+    module, group_tests, patterns = GROUPS[name]
+    patterns, tests = only or patterns, tests or group_tests
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if folder is None:
         folder = scratch_copy(module, tests)
@@ -218,11 +218,12 @@ def main() -> int:
     parser.add_argument("--in-process", action="store_true", help="run the tests in one process, the models loaded once (see IN_PROCESS); for analyzer")
     parser.add_argument("--folder", type=Path, help="with --in-process: a scratch copy where mutmut already made the mutants")
     parser.add_argument("--timeout", type=int, default=TIMEOUT_S, help=f"with --in-process: seconds a mutant's tests may run before it counts as caught (default {TIMEOUT_S}: room to load models)")
+    parser.add_argument("--tests", nargs="+", metavar="ARG", help="with --in-process: these pytest arguments instead of the group's tests (a subset can only catch fewer mutants)")
     parser.add_argument("--only", nargs="+", metavar="GLOB", help="with --in-process: run only the mutants named so (the survivors of an earlier run, say)")
     args = parser.parse_args()
     results = []
     for name in args.groups:
-        result = run_group_in_process(name, args.folder, args.only, args.timeout) if args.in_process else run_group(name, args.max_children)
+        result = run_group_in_process(name, args.folder, args.only, args.timeout, args.tests) if args.in_process else run_group(name, args.max_children)
         results.append(result)
         print(f"{name:9} {result['module']:18} score {result['score']}  {result['counts']}  ({result['folder']})", flush=True)
         for survivor in result["survived"]:
