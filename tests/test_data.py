@@ -189,6 +189,8 @@ def test_a_face_fills_in_its_bin_and_its_seven_way_race_where_known():
     given = LabelledFace(Path("e"), 40, 0, 3, age_bin=2, race7=4)
     assert (given.age_bin, given.race7) == (2, 4)
     assert LabelledFace(Path("f"), -1, 0, 4).age_bin == -1  # no age, no bin given: unknown
+    kept = LabelledFace(Path("g"), 40, 0, 1, age_bin=0, race7=0)  # given labels are kept, even bin 0 and race 0
+    assert (kept.age_bin, kept.race7) == (0, 0)
 
 
 def test_fairface_rows_become_faces_with_every_label(tmp_path):
