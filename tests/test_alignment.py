@@ -76,12 +76,13 @@ def test_chips_are_cut_with_the_measured_weights(real_faces):
     assert np.abs(chip.astype(np.float32) - equal).mean() > 1.0  # grey levels; the same chip would be 0
 
 
-def dotted_face(size: int, scale: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+def dotted_face(size: int, scale: float, angle: float, centre=None, moved=None) -> tuple[np.ndarray, np.ndarray]:
     """A grey image with five coloured dots where a face's five landmarks would be: the
-    template, rotated, scaled to `scale` image pixels a template unit, centred."""
-    template = YUNET_TEMPLATE.astype(np.float64) - 0.5
+    template (its points `moved` by that many template units), rotated, scaled to `scale`
+    image pixels a template unit, around `centre` (default the image's)."""
+    template = YUNET_TEMPLATE.astype(np.float64) - 0.5 + (0 if moved is None else moved)
     cos, sin = np.cos(angle), np.sin(angle)
-    points = template @ (scale * np.array([[cos, sin], [-sin, cos]])) + size / 2
+    points = template @ (scale * np.array([[cos, sin], [-sin, cos]])) + (size / 2 if centre is None else np.asarray(centre, np.float64))
     image = np.full((size, size, 3), 90, np.uint8)
     for point, colour in zip(points, COLOURS):
         cv2.circle(image, tuple(int(round(v)) for v in point), max(2, int(scale / 40)), colour, -1, lineType=cv2.LINE_AA)
@@ -101,12 +102,59 @@ def dot_centres(chip: np.ndarray) -> np.ndarray:
     return np.array(centres)
 
 
-@pytest.mark.parametrize("scale, size", [(120.0, 300), (900.0, 1600)])  # a small face; a big one, shrunk 5x first (the area-averaged path)
-def test_warp_puts_the_landmarks_where_the_template_says(scale, size):
-    image, points = dotted_face(size, scale, angle=0.35)
+# a small face (warped directly), a big one inside the image and a big one cut by its left edge
+# (both shrunk ~4.5x first, area-averaged: the second through a region narrower than tall)
+FACES = [(120.0, 300, None), (900.0, 2600, None), (900.0, 2600, (420.0, 1300.0))]
+
+
+@pytest.mark.parametrize("scale, size, centre", FACES)
+def test_warp_puts_the_landmarks_where_the_template_says(scale, size, centre):
+    image, points = dotted_face(size, scale, 0.35, centre)
     chip = warp_chip(image, points, SPEC)
     assert chip.shape == (150, 150, 3) and chip.dtype == np.uint8
     assert np.abs(dot_centres(chip) - template_in_chip(SPEC)).max() < 1.0  # pixels
+    inside = (chip == 90).all(axis=2)  # the grey of the image, not black from outside it
+    if centre is None:
+        assert inside[[0, -1]].all() and inside[:, [0, -1]].all()  # every edge of the chip is in the image
+    else:
+        assert (chip == 0).all(axis=2).sum() > 5 * 150 and inside[:, -1].all()  # past the image's left edge: black
+
+
+@pytest.mark.parametrize("scale, size, centre", FACES)
+def test_landmarks_off_the_template_are_fitted_with_the_weights(scale, size, centre):
+    """Mouth corners 0.08 template units low and apart: each dot lands where the weighted fit
+    puts it, 2+ pixels from where equal weights would (small and shrunk faces alike)."""
+    moved = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [-0.08, 0.08], [0.08, 0.08]])
+    image, points = dotted_face(size, scale, 0.35, centre, moved)
+    chip = warp_chip(image, points, SPEC)
+    weighted = apply(similarity_transform(points, template_in_chip(SPEC), LANDMARK_WEIGHTS), points)
+    equal = apply(similarity_transform(points, template_in_chip(SPEC), np.ones(5)), points)
+    assert np.abs(dot_centres(chip) - weighted).max() < 1.0
+    assert np.abs(weighted - equal).max() > 2.0
+
+
+def test_a_small_face_is_one_bilinear_warp():
+    image, points = dotted_face(300, 120.0, 0.35)  # about 0.8 chip pixels an image pixel: no shrinking first
+    transform = similarity_transform(points, template_in_chip(SPEC), LANDMARK_WEIGHTS)
+    expected = cv2.warpAffine(image, transform, (150, 150), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    assert np.array_equal(warp_chip(image, points, SPEC), expected)
+
+
+def test_a_big_face_is_area_averaged_before_the_warp_so_fine_detail_does_not_alias():
+    """One-pixel black and white stripes across a face 7.5x bigger than the chip: averaged,
+    they are a flat grey; sampled (a bilinear warp alone, or a resize that samples), they
+    alias into bands."""
+    image, points = dotted_face(2600, 900.0, 0.0)
+    image[:, ::2], image[:, 1::2] = 0, 255
+    chip = warp_chip(image, points, SPEC).astype(np.float32)
+    # 8.2 here; shrunk to 3x the chip's scale first instead of 2x: 17; sampled: 51; no shrinking first: 74
+    assert chip.std() < 12 and abs(chip.mean() - 127.5) < 4
+
+
+def test_a_big_face_whose_chip_lies_outside_the_image_is_black():
+    image, points = dotted_face(2600, 900.0, 0.0)
+    chip = warp_chip(image[:400], points, SPEC)  # the face's landmarks all below the image's last row
+    assert chip.shape == (150, 150, 3) and not chip.any()
 
 
 def test_template_in_chip_follows_size_and_padding():
@@ -120,13 +168,16 @@ def test_aligner_cuts_landmark_chips_and_dlib_chips_in_box_order(real_faces):
 
     image, box, landmarks = real_faces[0]
     aligner = Aligner()
-    chips = aligner.chips(image, [box, box, box], SPEC, [None, landmarks, None])
-    assert chips.shape == (3, 150, 150, 3) and chips.dtype == np.uint8
-    assert np.array_equal(chips[1], warp_chip(image, landmarks, SPEC))
-    own = np.asarray(dlib.get_face_chip(image, aligner.landmarks(image, box), size=150, padding=0.25))
+    spec = ChipSpec(112, 0.4)  # not dlib's defaults (150, 0.25), so that they must be passed
+    chips = aligner.chips(image, [box, box, box], spec, [None, landmarks, None])
+    assert chips.shape == (3, 112, 112, 3) and chips.dtype == np.uint8
+    assert np.array_equal(chips[1], warp_chip(image, landmarks, spec))
+    own = np.asarray(dlib.get_face_chip(image, aligner.landmarks(image, box), size=112, padding=0.4))
     assert np.array_equal(chips[0], own) and np.array_equal(chips[2], own)
-    assert np.array_equal(aligner.chips(image, [box], SPEC), own[None])  # no landmarks at all: dlib's
-    assert aligner.chips(image, [], SPEC).shape == (0, 150, 150, 3)
+    assert np.array_equal(aligner.chips(image, [box], spec), own[None])  # no landmarks at all: dlib's
+    assert np.array_equal(aligner.chips(image.astype(np.float64), [box], spec), own[None])  # any numeric image
+    empty = aligner.chips(image, [], spec)
+    assert empty.shape == (0, 112, 112, 3) and empty.dtype == np.uint8
     # dlib's landmarks are found inside the box given (rounded to pixels), not elsewhere
     left, top, right, bottom = box
     moved = aligner.landmarks(image, (left + 0.4, top - 0.4, right + 0.2, bottom))

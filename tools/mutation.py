@@ -8,8 +8,8 @@
 Each group mutates one module (or, for web.py and analyzer.py, only the functions it names) and runs
 only the fast tests that are about it, in a scratch copy of the repository (under
 $TMPDIR), so the working tree is left alone. It prints, per group, mutants killed /
-survived / timed out and the score (killed + timed out over all run), then the survivors'
-names; `mutmut show NAME` in the printed folder shows one's diff.
+survived / timed out and the score (killed, timed out or crashed over all run), then the
+survivors' names; `mutmut show NAME` in the printed folder shows one's diff.
 """
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ def scratch_copy(module: str, tests: list[str]) -> Path:
     return folder
 
 
+#: mutmut's statuses of a mutant the tests noticed: they failed, ran past the time limit, or crashed
+CAUGHT = ("killed", "timeout", "segfault")
+
+
 def run_group(name: str, max_children: int) -> dict:
     module, tests, patterns = GROUPS[name]
     folder = scratch_copy(module, tests)
@@ -104,7 +108,7 @@ def run_group(name: str, max_children: int) -> dict:
             statuses[key] = status
     counts = {s: sum(1 for v in statuses.values() if v == s) for s in sorted(set(statuses.values()))}
     ran = sum(n for s, n in counts.items() if s not in ("not checked", "skipped"))
-    caught = counts.get("killed", 0) + counts.get("timeout", 0)
+    caught = sum(counts.get(s, 0) for s in CAUGHT)
     return {
         "group": name,
         "module": module,
@@ -153,11 +157,11 @@ results = {}
 for name in ["", *names]:  # "": no mutant, the tests must pass
     os.environ["MUTANT_UNDER_TEST"] = name
     started = time.monotonic()
-    signal.alarm(%d)
+    signal.alarm(%d if name else 600)  # the run without a mutant builds the models too
     code = int(pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]))
     signal.alarm(0)
     seconds = time.monotonic() - started
-    results[name] = {0: "survived", 1: "killed"}.get(code, f"error {code}") if seconds < %d else "timeout"
+    results[name] = {0: "survived", 1: "killed"}.get(code, f"error {code}") if seconds < %d or not name else "timeout"
     if name == "" and code != 0:
         sys.exit(f"the tests fail without a mutant (pytest exit {code})")
     with open(output, "w") as handle:
@@ -166,20 +170,24 @@ for name in ["", *names]:  # "": no mutant, the tests must pass
 TIMEOUT_S = 600
 
 
-def run_group_in_process(name: str, folder: Path | None = None) -> dict:
+def run_group_in_process(name: str, folder: Path | None = None, only: list[str] | None = None, timeout: int = TIMEOUT_S, tests: list[str] | None = None) -> dict:
     """Like run_group, with the tests run in one process (IN_PROCESS) instead of mutmut's runner:
-    for groups whose tests load models. `folder`: a scratch copy where mutmut has made the mutants."""
-    module, tests, patterns = GROUPS[name]
+    for groups whose tests load models. `folder`: a scratch copy where mutmut has made the
+    mutants (its tests/ are refreshed from the working tree); `only`: mutant-name globs to run."""
+    module, group_tests, patterns = GROUPS[name]
+    patterns, tests = only or patterns, tests or group_tests
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if folder is None:
         folder = scratch_copy(module, tests)
         # mutmut makes the mutants (and times the tests once); a name that matches none runs none
         subprocess.run([sys.executable, "-m", "mutmut", "run", "face.none_at_all*"], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:  # the tests as they are now
+        shutil.copytree(ROOT / "tests", folder / "mutants" / "tests", dirs_exist_ok=True)
     keys = sorted(key for meta in (folder / "mutants").glob(module + ".meta") for key in json.loads(meta.read_text())["exit_code_by_key"])
     # in the order of the patterns (the most telling first), so that a run cut short says the most
     names = [key for p in patterns or ["*"] for key in keys if _matches(key, p)]
     output = folder / "in_process.json"
-    harness = IN_PROCESS % (TIMEOUT_S, TIMEOUT_S)
+    harness = IN_PROCESS % (timeout, timeout)
     subprocess.run([sys.executable, "-c", harness, json.dumps([names, tests, str(output)])], cwd=folder / "mutants", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     statuses = json.loads(output.read_text()) if output.exists() else {}
     statuses.pop("", None)
@@ -209,15 +217,18 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--in-process", action="store_true", help="run the tests in one process, the models loaded once (see IN_PROCESS); for analyzer")
     parser.add_argument("--folder", type=Path, help="with --in-process: a scratch copy where mutmut already made the mutants")
+    parser.add_argument("--timeout", type=int, default=TIMEOUT_S, help=f"with --in-process: seconds a mutant's tests may run before it counts as caught (default {TIMEOUT_S}: room to load models)")
+    parser.add_argument("--tests", nargs="+", metavar="ARG", help="with --in-process: these pytest arguments instead of the group's tests (a subset can only catch fewer mutants)")
+    parser.add_argument("--only", nargs="+", metavar="GLOB", help="with --in-process: run only the mutants named so (the survivors of an earlier run, say)")
     args = parser.parse_args()
     results = []
     for name in args.groups:
-        result = run_group_in_process(name, args.folder) if args.in_process else run_group(name, args.max_children)
+        result = run_group_in_process(name, args.folder, args.only, args.timeout, args.tests) if args.in_process else run_group(name, args.max_children)
         results.append(result)
         print(f"{name:9} {result['module']:18} score {result['score']}  {result['counts']}  ({result['folder']})", flush=True)
         for survivor in result["survived"]:
             print(f"    survived: {survivor}", flush=True)
-    killed = sum(r["counts"].get("killed", 0) + r["counts"].get("timeout", 0) for r in results)
+    killed = sum(r["counts"].get(s, 0) for r in results for s in CAUGHT)
     ran = sum(sum(n for s, n in r["counts"].items() if s not in ("not checked", "skipped")) for r in results)
     print(f"all       {killed}/{ran} caught = {killed / ran:.1%}" if ran else "nothing ran")
     if args.json:
