@@ -145,6 +145,7 @@ def cmd_train(args) -> int:
             report = train(config)
     except WriteError as error:  # a full disk: not bad input (exit 2), the rerun resumes
         print(f"howold: error: {error}", file=sys.stderr)
+        args.end_without_finalizers = True  # see main(end_at_once=...)
         return 1
     print(json.dumps({kind: headline(part) for kind, part in report["datasets"].items()}, indent=2))
     print(f"model saved to {report['heads_path']}")
@@ -316,7 +317,26 @@ def quiet_native_logs() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, end_at_once: bool = False) -> int:
+    """The `howold` command's exit status. `end_at_once` (the installed command): after a failed
+    write in training the process ends there, without Python's finalizers, whose native clean-up
+    of the file that could not be written (TensorFlow's, HDF5's) can crash the process at exit;
+    everything a rerun needs is already on disk."""
+    code, without_finalizers = _run(argv)
+    if end_at_once and without_finalizers:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def command() -> None:
+    """The installed `howold` script."""
+    sys.exit(main(end_at_once=True))
+
+
+def _run(argv: list[str] | None) -> tuple[int, bool]:
+    """The exit status, and whether the process should end without its finalizers."""
     from .errors import HowoldError
 
     args = build_parser().parse_args(argv)
@@ -330,20 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         stopped, signals = (Stopped,), stop_on_sigterm()
     try:
         with signals:
-            return args.handler(args) or 0
+            return args.handler(args) or 0, getattr(args, "end_without_finalizers", False)
     except HowoldError as error:
         print(f"howold: error: {error}", file=sys.stderr)
-        return 2
+        return 2, False
     except KeyboardInterrupt:
         print("howold: interrupted", file=sys.stderr)
-        return 130
+        return 130, False
     except stopped as stop:
         print(f"howold: stopped by {stop}", file=sys.stderr)
-        return 128 + stop.signal
+        return 128 + stop.signal, False
     except BrokenPipeError:  # the reader went away (`howold demo | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
-        return 141
+        return 141, False
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -3,9 +3,11 @@ between runs as a user would free space. Skipped where mounting is not permitted
 import csv
 import errno
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,7 +91,16 @@ def epochs_logged(run) -> list[int]:
 
 
 def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
+    return _one_line(capsys.readouterr().err)
+
+
+def one_line_error_of(process: subprocess.CompletedProcess, status: int) -> str:
+    """The one error line of a finished `howold` process, which ended with `status` (not a crash)."""
+    assert process.returncode == status, process.stderr[-3000:]
+    return _one_line(process.stderr)
+
+
+def _one_line(err: str) -> str:
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and not re.search(r"\| *\d+/\d+ \[", line)]  # not progress bars
     assert "Traceback" not in err and len(lines) == 1, err[-3000:]
     return lines[0]
@@ -153,26 +164,24 @@ def test_heads_saved_after_fitting_on_a_full_disk_are_not_fitted_again(tmp_path,
     assert output.exists() and not (run / "fitted.json").exists()
 
 
-def test_unfreezing_on_a_filling_disk_resumes_by_chunk_and_epoch(tmp_path, small_disk, monkeypatch, capsys):
-    """`howold train --unfreeze 1`, the caches on one small disk and the logs on another: the
-    level-4 boundary cache does not fit, then the phase's second checkpoint does not; each time
-    exit 1 and one line. The third run finishes the phase from its first backed-up epoch,
+def test_unfreezing_on_a_filling_disk_resumes_by_chunk_and_epoch(tmp_path, small_disk):
+    """`howold train --unfreeze 1` as a user runs it (its own process: the exit status is the
+    process's), the caches on one small disk and the logs on another: the level-4 boundary cache
+    does not fit, then the phase's second checkpoint does not; each time exit 1 and one line. The third run finishes the phase from its first backed-up epoch,
     without computing the cache or the frozen heads it started from again."""
     from face.backbones import create_backbone
-    from face.cli import main
     from face.heads import HeadsConfig, build_heads
     from face.unfreezing import phase_model
 
     data = make_utkface_folder(tmp_path / "utk", 16, seed=5)
     caches, logs = small_disk("64k"), small_disk("64m")  # the features fit, the 16 x 2 x 8 KiB boundary chunk not
-    monkeypatch.setenv("HOWOLD_HOME", str(caches.path))
+    environment = {**os.environ, "HOWOLD_HOME": str(caches.path)}
     output, run = tmp_path / "ft.keras", logs.path / "ft" / "unfreeze-1"
     command = [
-        "train", "--data", str(data), "--output", str(output), "--logs", str(logs.path), "--run-name", "ft",
+        sys.executable, "-m", "face.cli", "train", "--data", str(data), "--output", str(output), "--logs", str(logs.path), "--run-name", "ft",
         "--batch-size", "8", "--views", "2", "--unfreeze", "1", "--unfreeze-epochs", "3",
     ]
-    assert main(command) == 1
-    line = one_line_error(capsys)
+    line = one_line_error_of(subprocess.run(command, capture_output=True, text=True, env=environment), 1)
     assert "dlib-resnet-keras-level4-" in line and "chunk_0000000_0000016.npy: No space left on device;" in line, line
     assert partial_files(caches.path) == [] and (logs.path / "ft" / "frozen_heads.keras").exists()  # trained on the frozen backbone first
     frozen_epochs = epochs_logged(logs.path / "ft" / "heads")
@@ -182,8 +191,7 @@ def test_unfreezing_on_a_filling_disk_resumes_by_chunk_and_epoch(tmp_path, small
     checkpoint = 4 * (sum(int(np.prod(v.shape)) for v in model.weights) + 2 * sum(int(np.prod(v.shape)) for v in model.trainable_variables))
     caches.resize("16m")
     logs.resize(str(shutil.disk_usage(logs.path).used + int(2.5 * checkpoint)))  # the best and the backup of one epoch, not a third file
-    assert main(command) == 1
-    line = one_line_error(capsys)
+    line = one_line_error_of(subprocess.run(command, capture_output=True, text=True, env=environment), 1)
     assert line.startswith(f"howold: error: cannot write {run}/") and "No space left on device" in line, line
     assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 1
     assert not (run / "done.json").exists() and partial_files(logs.path) == []
@@ -191,7 +199,8 @@ def test_unfreezing_on_a_filling_disk_resumes_by_chunk_and_epoch(tmp_path, small
     cached = chunk.stat().st_ino, chunk.stat().st_mtime_ns
 
     logs.resize("512m")
-    assert main(command) == 0
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment)
+    assert finished.returncode == 0, finished.stderr[-3000:]
     assert epochs_logged(run) == [0, 1, 2]
     assert (chunk.stat().st_ino, chunk.stat().st_mtime_ns) == cached
     assert epochs_logged(logs.path / "ft" / "heads") == frozen_epochs  # not trained again
