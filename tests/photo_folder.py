@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,22 @@ def assert_close(a, b, tolerance: float, where: str) -> None:
         assert abs(a - b) <= tolerance, f"{where}: {a} vs {b}"
     else:
         assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+def analyze_until_lines(folder: str, output: Path, lines: int, options: list[str], stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`howold analyze FOLDER --output OUTPUT --batch-size 2` in its own process, returned once
+    `lines` result lines are written (so that it can be stopped mid-run); killed if waiting fails."""
+    command = [sys.executable, "-m", "face.cli", "analyze", folder, "--output", str(output), "--batch-size", "2", *options]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (output.exists() and output.read_bytes().count(b"\n") >= lines):
+            assert process.poll() is None, f"the run ended before it wrote {lines} lines"
+            assert time.monotonic() < deadline, "no results after 240 s"
+            time.sleep(0.02)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+

@@ -6,9 +6,7 @@ The Ray engine has its own file, test_engine_ray.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,9 @@ from face.cli import main
 from face.results import completed_sources
 
 try:
-    from photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, read_jsonl
+    from photo_folder import AWKWARD, NOT_IMAGES, analyze_until_lines, assert_same_results, read_jsonl
 except ImportError:  # run from the repository root as a package
-    from tests.photo_folder import AWKWARD, NOT_IMAGES, assert_same_results, read_jsonl
+    from tests.photo_folder import AWKWARD, NOT_IMAGES, analyze_until_lines, assert_same_results, read_jsonl
 
 DETECTION = ["--detector", "hog", "--upsample", "0"]
 
@@ -92,14 +90,8 @@ def test_annotated_images_with_output_dir(photos, tmp_path):
 def test_resume_after_kill_9_gives_every_source_once(photos, expected, tmp_path):
     output = tmp_path / "results.jsonl"
     folder = str(photos[0].parent)
-    command = [sys.executable, "-m", "face.cli", "analyze", folder, "--output", str(output), "--batch-size", "2", *DETECTION]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = analyze_until_lines(folder, output, 4, DETECTION)
     try:
-        deadline = time.monotonic() + 240
-        while not (output.exists() and output.read_bytes().count(b"\n") >= 4):
-            assert process.poll() is None, "the run ended before it wrote 4 lines"
-            assert time.monotonic() < deadline, "no results after 240 s"
-            time.sleep(0.02)
         process.kill()  # SIGKILL: no clean-up of any kind
     finally:
         process.kill()

@@ -13,9 +13,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -25,9 +23,9 @@ from face.cli import main
 from face.results import ResultsWriter, completed_sources
 
 try:
-    from photo_folder import assert_same_results, read_jsonl
+    from photo_folder import analyze_until_lines, assert_same_results, read_jsonl
 except ImportError:  # run from the repository root as a package
-    from tests.photo_folder import assert_same_results, read_jsonl
+    from tests.photo_folder import analyze_until_lines, assert_same_results, read_jsonl
 
 DETECTION = ["--detector", "hog", "--upsample", "0"]
 RESUME = "run the same command again to resume"
@@ -246,14 +244,8 @@ def test_a_batch_that_fails_whole_gets_retry_lines_and_a_rerun_does_it(photos, p
 def test_sigterm_writes_or_drops_the_batch_whole_and_says_how_to_resume(photos, photo_results, tmp_path):
     output = tmp_path / "r.jsonl"
     folder = str(photos[0].parent)
-    command = [sys.executable, "-m", "face.cli", "analyze", folder, "--output", str(output), "--batch-size", "2", *DETECTION]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = analyze_until_lines(folder, output, 4, DETECTION, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 240
-        while not (output.exists() and output.read_bytes().count(b"\n") >= 4):
-            assert process.poll() is None, "the run ended before it wrote 4 lines"
-            assert time.monotonic() < deadline, "no results after 240 s"
-            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=120)
     finally:
