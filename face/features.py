@@ -28,13 +28,21 @@ from .backbones import Backbone
 from .crops import loose_crop_face
 from .data import DATASETS, Dataset
 from .detectors import DEFAULT_DETECTOR
+from .errors import ConfigError
 from .images import load_image
 from .paths import feature_cache_dir
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Views stored per image: 0 plain, 1 mirrored, the rest random (flip, shift, erasing)."""
+    """Views stored per image: 0 plain, 1 mirrored, the rest random (flip, shift, erasing).
+
+    Low resolution: faces in group photos are often 40-80 px wide, where wrinkles and skin
+    texture are gone; the last `low_resolution_views` random views are shrunk to a chip side
+    drawn from `low_resolution_sides` and scaled back up (the face is about two thirds of the
+    chip side), so training sees them. `resolution` shrinks every view to one side, for
+    measuring a model on small faces.
+    """
 
     views: int = 4
     max_shift: float = 0.06  # of the chip side
@@ -42,14 +50,45 @@ class AugmentConfig:
     erasing_probability: float = 0.5
     erasing_area: tuple[float, float] = (0.02, 0.15)
     seed: int = 0
+    low_resolution_views: int = 0
+    low_resolution_sides: tuple[int, int] = (32, 112)
+    resolution: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.low_resolution_views and not 0 < self.low_resolution_views <= self.views - 2:
+            raise ConfigError(f"low_resolution_views must be among the random views (2 to {self.views - 1}); got {self.low_resolution_views} of {self.views}")
+        low, high = self.low_resolution_sides
+        if not 8 <= low <= high:
+            raise ConfigError(f"low_resolution_sides must be (low, high) with 8 <= low <= high; got {self.low_resolution_sides}")
+        if self.resolution is not None and self.resolution < 8:
+            raise ConfigError(f"resolution must be at least 8 px; got {self.resolution}")
+
+    def key(self) -> dict:
+        """What the views depend on; the low-resolution fields only where set, so that caches
+        made before them keep their keys."""
+        defaults = AugmentConfig.__dataclass_fields__
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in _LOW_RESOLUTION_FIELDS or value != defaults[name].default or self.low_resolution_views
+        }
+
+
+_LOW_RESOLUTION_FIELDS = ("low_resolution_views", "low_resolution_sides", "resolution")
+
+
+def shrink(chip: np.ndarray, side: int) -> np.ndarray:
+    """The chip as a camera would give a face that small: shrunk to `side`, scaled back up."""
+    size = chip.shape[0]
+    small = cv2.resize(chip, (side, side), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR))
 
 
 def augment_chip(chip: np.ndarray, view: int, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """The `view`-th view of an aligned chip; views 0 and 1 are deterministic."""
-    if view == 0:
-        return chip
-    if view == 1:
-        return np.ascontiguousarray(chip[:, ::-1])
+    if view < 2:
+        chip = chip if view == 0 else np.ascontiguousarray(chip[:, ::-1])
+        return chip if config.resolution is None else shrink(chip, config.resolution)
     size = chip.shape[0]
     if rng.random() < 0.5:
         chip = chip[:, ::-1]
@@ -66,6 +105,10 @@ def augment_chip(chip: np.ndarray, view: int, config: AugmentConfig, rng: np.ran
         top, left = rng.integers(0, size - height + 1), rng.integers(0, size - width + 1)
         chip = chip.copy()
         chip[top : top + height, left : left + width] = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if view >= config.views - config.low_resolution_views:
+        chip = shrink(chip, int(rng.integers(config.low_resolution_sides[0], config.low_resolution_sides[1] + 1)))
+    if config.resolution is not None:
+        chip = shrink(chip, config.resolution)
     return np.ascontiguousarray(chip)
 
 
@@ -80,7 +123,7 @@ def _images_description(dataset: Dataset, detector: str) -> dict:
 
 
 def cache_key(backbone: Backbone, dataset: Dataset, augment: AugmentConfig, layer: str | None = None, detector: str = DEFAULT_DETECTOR) -> str:
-    description = {"backbone": backbone.describe(), "augment": asdict(augment), **_images_description(dataset, detector), "version": 1}
+    description = {"backbone": backbone.describe(), "augment": augment.key(), **_images_description(dataset, detector), "version": 1}
     if layer is not None:  # features (layer None) keep the keys they always had
         description["layer"] = layer
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
@@ -183,7 +226,7 @@ def extract_activations(
     covered = np.ones(len(dataset), bool)
     for layer, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {**backbone.describe(), "layer": layer, "augment": asdict(augment), "images": len(dataset)}
+        meta = {**backbone.describe(), "layer": layer, "augment": augment.key(), "images": len(dataset)}
         write_text(folder / "meta.json", json.dumps(meta, indent=2))
         mine = np.zeros(len(dataset), bool)
         for chunk in _cached_chunks(folder):

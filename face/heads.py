@@ -85,6 +85,9 @@ def one_hot(labels: np.ndarray, classes: int, smoothing: float = 0.0) -> np.ndar
     return targets
 
 
+HEADS_MODEL_NAME = "howold_heads"
+
+
 def build_heads(config: HeadsConfig):
     """features -> shared layer -> {age: 101, gender: 2, race: 5} softmax outputs."""
     import keras
@@ -98,7 +101,30 @@ def build_heads(config: HeadsConfig):
         hidden = layers.Dense(config.head_units, activation="relu", name=f"{head}_hidden")(shared)
         hidden = layers.Dropout(config.dropout, name=f"{head}_dropout")(hidden)
         outputs[head] = layers.Dense(classes, activation="softmax", name=head)(hidden)
-    return keras.Model(features, outputs, name="howold_heads")
+    return keras.Model(features, outputs, name=HEADS_MODEL_NAME)
+
+
+#: The layers build_heads makes, by name: a fine-tuned model holds them above its stages.
+HEAD_LAYERS = ("shared", "age_hidden", "age", "gender_hidden", "gender", "race_hidden", "race")
+
+
+def heads_part(model):
+    """The build_heads model inside a fine-tuned model, or the model itself."""
+    nested = [layer for layer in model.layers if layer.name == HEADS_MODEL_NAME]
+    return nested[0] if nested else model
+
+
+def copy_head_weights(source, target) -> None:
+    """Copy the heads' layers from one Keras model to another: new heads trained on a fine-tuned
+    model's features (backbone "finetuned-features") onto that model, or its heads out of it.
+    A fine-tuned model holds its heads as a nested model of build_heads' name."""
+    source, target = heads_part(source), heads_part(target)
+    for name in HEAD_LAYERS:
+        weights = source.get_layer(name).get_weights()
+        layer = target.get_layer(name)
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            raise WeightsError(f"layer {name!r}: weights of shapes {[w.shape for w in weights]} do not fit {[tuple(v.shape) for v in layer.weights]}")
+        layer.set_weights(weights)
 
 
 def age_loss(expectation_weight: float):

@@ -176,14 +176,17 @@ def make_targets(labels: dict[str, np.ndarray], heads: HeadsConfig) -> dict[str,
     }
 
 
-def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int, alpha: float, seed: int):
-    """Shuffled batches, mixed up pairwise with Beta(alpha, alpha) weights, all inside tf.data."""
+def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_size: int, alpha: float, seed: int, sample_weights: np.ndarray | None = None):
+    """Shuffled batches, mixed up pairwise with Beta(alpha, alpha) weights, all inside tf.data;
+    `sample_weights` (per row) are mixed alongside and weigh each row's losses."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((features, targets))
+    weighted = sample_weights is not None
+    rows = (features, targets, np.asarray(sample_weights, np.float32)) if weighted else (features, targets)
+    dataset = tf.data.Dataset.from_tensor_slices(rows)
     dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
 
-    def mix(x, y):
+    def mix(x, y, w=None):
         x = tf.cast(x, tf.float32)
         count = tf.shape(x)[0]
         first, second = tf.random.gamma([count, 1], alpha), tf.random.gamma([count, 1], alpha)
@@ -191,10 +194,12 @@ def mixup_batches(features: np.ndarray, targets: dict[str, np.ndarray], batch_si
         partner = tf.random.shuffle(tf.range(count))
         x = weight * x + (1 - weight) * tf.gather(x, partner)
         y = {name: weight * value + (1 - weight) * tf.gather(value, partner) for name, value in y.items()}
-        return x, y
+        if w is None:
+            return x, y
+        return x, y, weight[:, 0] * w + (1 - weight[:, 0]) * tf.gather(w, partner)
 
-    def cast(x, y):
-        return tf.cast(x, tf.float32), y
+    def cast(x, y, w=None):
+        return (tf.cast(x, tf.float32), y) if w is None else (tf.cast(x, tf.float32), y, w)
 
     return dataset.map(mix if alpha > 0 else cast, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -385,6 +390,34 @@ def git_commit() -> str | None:
         return None
 
 
+def fit_heads(heads_config: HeadsConfig, config: TrainConfig, train_x: np.ndarray, train_y: dict, validation: tuple, best_path: Path, sample_weights: np.ndarray | None = None) -> float:
+    """Fit new heads on features (rows x features) with mixup and a cosine schedule, keeping the
+    best epoch at `best_path` (resumable: Keras's backup lives in its folder); the seconds it took."""
+    import keras
+
+    model = build_heads(heads_config)
+    batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed, sample_weights)
+    steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=head_losses(heads_config), loss_weights=config.loss_weights, metrics=HEAD_METRICS)
+    callbacks = run_callbacks(best_path.parent, config.patience, best_path)
+    started = time.time()
+    model.fit(
+        batches,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline reshuffles every epoch itself
+        verbose=1 if config.progress else 0,
+    )
+    if not best_path.exists():  # no epoch had a finite validation loss
+        with replacing(best_path) as partial:
+            model.save(partial)
+    return time.time() - started
+
+
 def train(config: TrainConfig) -> dict:
     """Train heads per `config`; returns the validation report saved beside the weights.
 
@@ -422,28 +455,7 @@ def _train(config: TrainConfig) -> dict:
         train_targets = make_targets(mixture_labels([part.train for part in parts]), heads_config)
         train_x = features[train_rows, :views].reshape(len(train_rows) * views, -1)
         train_y = {name: np.repeat(value, views, axis=0) for name, value in train_targets.items()}
-
-        model = build_heads(heads_config)
-        batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed)
-        steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=config.min_learning_rate / config.learning_rate
-        )
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=head_losses(heads_config), loss_weights=config.loss_weights, metrics=HEAD_METRICS)
-        callbacks = run_callbacks(run_dir, config.patience, best_path)
-        fit_started = time.time()
-        model.fit(
-            batches,
-            validation_data=(validation_x, validation_y),
-            epochs=config.epochs,
-            callbacks=callbacks,
-            shuffle=False,  # the tf.data pipeline reshuffles every epoch itself
-            verbose=1 if config.progress else 0,
-        )
-        fit_seconds = time.time() - fit_started
-        if not best_path.exists():  # no epoch had a finite validation loss
-            with replacing(best_path) as partial:
-                model.save(partial)
+        fit_seconds = fit_heads(heads_config, config, train_x, train_y, (validation_x, validation_y), best_path)
         write_text(fitted, json.dumps({"fit_seconds": fit_seconds}))
     best = keras.models.load_model(best_path, compile=False)
     report = validation_report(parts, predict_rows(best, features, validation_rows, config.validation_views), config)

@@ -5,6 +5,8 @@ from face.backbones.dlib_resnet import DlibResNet
 from face.data import load_dataset
 from face.features import AugmentConfig, augment_chip, extract_features
 
+from conftest import astronaut_face
+
 
 class CountingDlibResNet(DlibResNet):
     """The real dlib backbone, counting how many chips it is asked to embed."""
@@ -100,3 +102,55 @@ def test_a_chunk_cut_short_is_computed_again_not_read(tiny_utkface, tmp_path, ba
     assert np.allclose(resumed, features, atol=1e-3)
     assert (first.stat().st_ino, first.stat().st_mtime_ns) == untouched
     assert sorted(p.name for p in cache.iterdir()) == sorted([first.name, second.name, third.name, "meta.json"])
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Mean squared difference of neighbouring pixels: fine detail, which shrinking removes."""
+    grey = chip.astype(np.float64).mean(axis=2)
+    return float((np.diff(grey, axis=1) ** 2).mean())
+
+
+def test_low_resolution_views_are_the_last_random_views_and_lose_detail():
+    import cv2
+
+    chip = cv2.resize(astronaut_face(), (150, 150), interpolation=cv2.INTER_AREA)
+    config = AugmentConfig(views=4, low_resolution_views=1, low_resolution_sides=(32, 40), erasing_probability=0.0)
+    full, small = (augment_chip(chip, view, config, np.random.default_rng(3)) for view in (2, 3))
+    # the same draws make the same geometry: view 3 differs from view 2 only by the shrinking
+    assert full.shape == small.shape == chip.shape
+    assert sharpness(small) < 0.6 * sharpness(full)
+    same_but_sharp = augment_chip(chip, 3, AugmentConfig(views=4, erasing_probability=0.0), np.random.default_rng(3))
+    assert np.array_equal(same_but_sharp, full)
+
+
+def test_resolution_shrinks_every_view_the_same_way():
+    import cv2
+
+    chip = cv2.resize(astronaut_face(), (150, 150), interpolation=cv2.INTER_AREA)
+    config = AugmentConfig(views=2, resolution=48)
+    plain, mirrored = (augment_chip(chip, view, config, np.random.default_rng(0)) for view in (0, 1))
+    assert np.array_equal(mirrored, augment_chip(chip[:, ::-1].copy(), 0, config, np.random.default_rng(9)))
+    assert sharpness(plain) < 0.6 * sharpness(chip) and not np.array_equal(plain, chip)
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"views": 2, "low_resolution_views": 1}, "low_resolution_views"),
+    ({"views": 4, "low_resolution_views": 3}, "low_resolution_views"),
+    ({"views": 4, "low_resolution_views": 1, "low_resolution_sides": (60, 30)}, "low_resolution_sides"),
+    ({"views": 2, "resolution": 4}, "resolution"),
+])
+def test_bad_low_resolution_settings_are_refused(settings, named):
+    from face.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        AugmentConfig(**settings)
+
+
+def test_low_resolution_settings_key_their_own_cache_and_leave_older_keys_alone():
+    from dataclasses import asdict
+
+    older = {k: v for k, v in asdict(AugmentConfig(views=3)).items() if k not in ("low_resolution_views", "low_resolution_sides", "resolution")}
+    assert AugmentConfig(views=3).key() == older  # caches made before these settings keep their keys
+    keys = [AugmentConfig(views=3).key(), AugmentConfig(views=3, low_resolution_views=1).key(),
+            AugmentConfig(views=3, low_resolution_views=1, low_resolution_sides=(40, 60)).key(), AugmentConfig(views=3, resolution=48).key()]
+    assert len({str(sorted(k.items())) for k in keys}) == 4

@@ -17,6 +17,7 @@ BACKBONES: Registry[Backbone] = Registry("backbone", {
     "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
     "levi-hassner": "face.backbones.levi_hassner:LeviHassner",
+    "finetuned-features": "face.backbones.finetuned_features:FineTunedFeatures",
 })
 
 # The same network as "dlib-resnet" (equal within 1e-6), run batched by TensorFlow: several times faster.

@@ -1,0 +1,79 @@
+"""The features a fine-tuned model's heads see, as a frozen backbone of their own.
+
+Why: after progressive unfreezing, the network below the heads is fixed again. Heads
+retrained on its features (a new loss, new augmented views, new data) cost minutes on a
+CPU, where retraining the unfrozen stages costs hours. The features come from the
+model's exported ONNX graph (`howold export`), run up to the heads' input, so neither
+TensorFlow nor a translation is needed to compute them. New heads trained on them can be
+put back on the model with `heads.graft_heads`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WeightsError
+from .base import Backbone, ChipSpec
+
+#: The heads' first layer; its input is the features (heads.build_heads).
+HEADS_INPUT_LAYER = "shared"
+
+
+class FineTunedFeatures(Backbone):
+    """The input of a fine-tuned model's heads. `weights`: the model's `.keras` file (with
+    its sidecar and ONNX export); default the shipped fine-tuned model."""
+
+    name = "finetuned-features"
+    heads_name = "finetuned-features"
+
+    def __init__(self, weights: str | Path | None = None):
+        from ..heads import onnx_export_of, read_heads
+        from . import create_backbone
+
+        if weights is None:
+            from ..paths import shipped_weights_dir
+
+            weights = shipped_weights_dir() / "dlib-resnet-keras-finetuned.keras"
+        self.model_path = Path(weights)
+        heads = read_heads(self.model_path)
+        if not heads.boundary:
+            raise WeightsError(f"{self.model_path}: not a fine-tuned model (its heads sit on a frozen backbone); use that backbone's own features")
+        self.onnx_path = onnx_export_of(heads)
+        if self.onnx_path is None:
+            raise WeightsError(f"{self.model_path}: no up-to-date ONNX export beside it; run `howold export {self.model_path}`")
+        self.base = create_backbone(heads.backbone)
+        self.chip: ChipSpec = self.base.chip
+        self.feature_size = int(heads.metadata["heads"]["feature_size"])
+        self.preprocessing = self.base.preprocessing
+        export = heads.metadata["onnx"]
+        self._fingerprint = f"{export['sha256'][:16]}-{export.get('data_sha256', '')[:16]}"
+        self._session = None
+        self._features_name = ""
+
+    def _load(self) -> None:
+        import onnx
+
+        from ..runtimes.onnx_runtime import create_session
+
+        graph = onnx.load(str(self.onnx_path))
+        first = [node for node in graph.graph.node if node.op_type == "MatMul" and node.output[0].split(":")[0] == HEADS_INPUT_LAYER]
+        if len(first) != 1:
+            raise WeightsError(f"{self.onnx_path}: cannot find the heads' input (one MatMul of layer {HEADS_INPUT_LAYER!r}); found {len(first)}")
+        self._features_name = first[0].input[0]
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(self._features_name, onnx.TensorProto.FLOAT, None))
+        self._session = create_session(graph.SerializeToString())
+
+    def embed(self, chips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        if self._session is None:
+            self._load()
+        if len(chips) == 0:
+            return np.zeros((0, self.feature_size), np.float32)
+        parts = [
+            self._session.run([self._features_name], {"chips": self.base.preprocess(chips[start : start + batch_size])})[0]
+            for start in range(0, len(chips), batch_size)
+        ]
+        return np.concatenate(parts).astype(np.float32)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
