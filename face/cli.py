@@ -125,7 +125,7 @@ def cmd_train(args) -> int:
         mixup_alpha=args.mixup,
         limit=parse_limits(args.limit),
         seed=args.seed,
-        augment=AugmentConfig(views=args.views),
+        augment=AugmentConfig(views=args.views, low_resolution_views=args.low_res_views),
         unfreeze=tuple(item for item in (args.unfreeze or "").split(",") if item),
         unfreeze_epochs=args.unfreeze_epochs,
         unfreeze_learning_rate=args.unfreeze_learning_rate,
@@ -161,7 +161,7 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate_folder(
         args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
-        detector=args.crop_detector, split=args.split, age_readout=args.age_readout,
+        detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side,
     )
     groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
     overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--mixup", type=float, default=0.2, help="mixup alpha; 0 turns it off")
     train.add_argument("--views", type=int, default=4, help="cached views per image: plain, mirrored, then random augmentations")
+    train.add_argument(
+        "--low-res-views", type=int, default=0, metavar="N",
+        help="of the random views, the last N are shrunk to a chip side of 32-112 px and scaled back up (faces about 21-75 px wide, as in group photos)",
+    )
     train.add_argument("--limit", action="append", default=None, metavar="[NAME=]N", help="use only the first N images (of every dataset, or of NAME's; repeatable)")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument(
@@ -274,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--split", default="all", choices=["all", "validation", "train"], help="score all faces, or one side of training's split (15%%, seed 42)")
     evaluate.add_argument("--age-readout", default="default", help="the model's age readout: default (its sidecar's), raw (the mean of the distribution as the heads give it), or one the sidecar lists, e.g. least-error")
+    evaluate.add_argument(
+        "--chip-side", type=int, default=None, metavar="PX",
+        help="shrink every aligned chip to PX px and scale it back up first: how the model does on small faces (the face is about two thirds of PX wide)",
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")

@@ -300,6 +300,7 @@ def evaluate_folder(
     detector: str = DEFAULT_CROP_DETECTOR,
     split: str = "all",
     age_readout: str = "default",
+    chip_side: int | None = None,
 ) -> dict:
     """Evaluate heads on a labelled folder; writes the JSON report (compute_metrics' keys) and plots.
 
@@ -309,6 +310,8 @@ def evaluate_folder(
     `split`: "validation" or "train" scores that side of the split training makes (15%, seed 42),
     so that a model is judged on faces it never learnt from. `age_readout`: the model's
     readout to apply (heads.AgeReadout.from_metadata: "default", "raw", or one it lists).
+    `chip_side`: every aligned chip is shrunk to this side and scaled back up first, to measure
+    the model on faces as small as group photos give (the face is about two thirds of the side).
     """
     import json
 
@@ -330,13 +333,14 @@ def evaluate_folder(
     trained = load_heads(heads_path)
     trained.check_backbone(network, heads_path)
     readout = AgeReadout.from_metadata(trained.metadata, age_readout)
-    features = extract_activations(network, dataset, (trained.boundary,), AugmentConfig(views=2), progress=progress, detector=detector)[trained.boundary]
+    features = extract_activations(network, dataset, (trained.boundary,), AugmentConfig(views=2, resolution=chip_side), progress=progress, detector=detector)[trained.boundary]
     probabilities = predict_views(trained.model, features)
     labels = dataset.labels()
     report = compute_metrics(probabilities, labels, readout)
     report["data"] = str(data_dir)
     report["dataset"] = kind
     report["split"] = split
+    report["chip_side"] = chip_side
     report["age_readout"] = {"name": age_readout, "alpha": readout.alpha, "temperature": readout.temperature}
     report["faces"] = box_counts(dataset, detector)
     report["skipped_names"] = whole.skipped

@@ -56,12 +56,13 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.low_resolution_views and not 0 < self.low_resolution_views <= self.views - 2:
-            raise ConfigError(f"low_resolution_views must be among the random views (2 to {self.views - 1}); got {self.low_resolution_views} of {self.views}")
+            random_views = max(self.views - 2, 0)
+            raise ConfigError(f"low_resolution_views ({self.low_resolution_views}) must be 0 to the number of random views, {random_views} of views={self.views} (views 0 and 1 are plain and mirrored)")
         low, high = self.low_resolution_sides
         if not 8 <= low <= high:
             raise ConfigError(f"low_resolution_sides must be (low, high) with 8 <= low <= high; got {self.low_resolution_sides}")
         if self.resolution is not None and self.resolution < 8:
-            raise ConfigError(f"resolution must be at least 8 px; got {self.resolution}")
+            raise ConfigError(f"resolution (the chip side to shrink to) must be at least 8 px; got {self.resolution}")
 
     def key(self) -> dict:
         """What the views depend on; the low-resolution fields only where set, so that caches

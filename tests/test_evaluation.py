@@ -155,3 +155,20 @@ def test_howold_evaluate_scores_the_validation_split_by_band(tiny_utkface, tmp_p
     assert '"interval_coverage"' in printed and '"age_mean_signed_error"' in printed
     assert main(["evaluate", "--data", str(tiny_utkface), "--age-readout", "nonsense", "--output", str(output)]) == 2
     assert "unknown age readout 'nonsense'" in capsys.readouterr().err
+
+
+def test_howold_evaluate_measures_small_faces_with_chip_side(tiny_utkface, tmp_path, capsys):
+    from face.cli import main
+
+    reports = {}
+    for side in (None, 40):
+        output = tmp_path / f"report-{side}.json"
+        extra = [] if side is None else ["--chip-side", str(side)]
+        assert main(["evaluate", "--data", str(tiny_utkface), "--split", "validation", "--output", str(output), *extra]) == 0
+        reports[side] = json.loads(output.read_text())
+    assert reports[None]["chip_side"] is None and reports[40]["chip_side"] == 40
+    assert reports[40]["n"] == reports[None]["n"] == 4
+    assert reports[40]["gender_confidence_mean"] != reports[None]["gender_confidence_mean"]
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(tiny_utkface), "--chip-side", "4", "--output", str(tmp_path / "r.json")]) == 2
+    assert "at least 8 px" in capsys.readouterr().err
