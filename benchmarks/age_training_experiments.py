@@ -47,7 +47,13 @@ ARMS = (
     {"name": "low-res in place", "views": (0, 1, 3)},
     *({"name": f"balanced β={beta}", "views": (0, 1, 2), "beta": beta} for beta in BETAS),
     *({"name": f"balanced β={beta} + low-res views", "views": (0, 1, 2, 3), "beta": beta} for beta in BETAS),
+    # warm: the shipped heads trained on, WARM_EPOCHS at WARM_LEARNING_RATE
+    {"name": "warm control", "views": (0, 1, 2), "warm": True},
+    {"name": "warm + low-res views", "views": (0, 1, 2, 3), "warm": True},
+    {"name": "warm + low-res views + balanced β=0.5", "views": (0, 1, 2, 3), "warm": True, "beta": 0.5},
 )
+WARM_EPOCHS = 6
+WARM_LEARNING_RATE = 2e-4
 
 
 def load_features(args) -> dict:
@@ -71,9 +77,12 @@ def load_features(args) -> dict:
 #: the readouts every arm is scored with (age_readout_experiments' levers)
 READOUTS = (
     {"name": "raw", "view": "flip", "point": "mean"},
+    {"name": "median + calibrated interval", "view": "flip", "point": "median", "calibrate": True},
     {"name": "prior÷, median + calibrated interval", "view": "flip", "point": "median", "fit_alpha": True, "calibrate": True},
 )
 SHIPPED_READOUT = READOUTS[-1]["name"]
+#: sidecar readout name -> the readout lever it is
+SIDECAR_READOUTS = {"default": SHIPPED_READOUT, "least-error": "median + calibrated interval"}
 
 
 def slug(name: str) -> str:
@@ -108,8 +117,12 @@ def train_arm(arm: dict, loaded: dict, prior: np.ndarray, args, heads_config) ->
     weights = np.repeat(row_weights(labels, prior, arm["beta"]), len(views)) if arm.get("beta") else None
     validation = (np.asarray(features[validation_rows, 0], np.float32), make_targets(mixture_labels([part.validation for part in parts]), replace(heads_config, label_smoothing=0.0)))
     config = replace(loaded["config"], epochs=args.epochs, progress=False)
-    seconds = fit_heads(heads_config, config, train_x, train_y, validation, best, weights)
-    (run_dir / "fitted.json").write_text(json.dumps({"fit_seconds": round(seconds, 1), "rows": len(train_x), "epochs": args.epochs}))
+    start_from = None
+    if arm.get("warm"):
+        config = replace(config, epochs=WARM_EPOCHS, learning_rate=WARM_LEARNING_RATE)
+        start_from = shipped_heads(args.model_path, heads_config)
+    seconds = fit_heads(heads_config, config, train_x, train_y, validation, best, weights, start_from)
+    (run_dir / "fitted.json").write_text(json.dumps({"fit_seconds": round(seconds, 1), "rows": len(train_x), "epochs": config.epochs, "learning_rate": config.learning_rate}))
     return best
 
 
@@ -191,6 +204,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], help="run only the arms whose names contain this (repeatable)")
     parser.add_argument("--extract-only", action="store_true", help="compute and cache the features, nothing else")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the results .json, nothing else")
+    parser.add_argument("--ship", type=Path, default=None, metavar="MODEL.keras", help="write the fine-tuned model with --ship-arm's heads here (with its sidecar and ONNX export)")
+    parser.add_argument("--ship-arm", default=None, help="the arm (its key in the results) whose heads --ship writes")
     args = parser.parse_args()
     if args.markdown_only:
         args.output.with_suffix(".md").write_text(markdown(json.loads(args.output.with_suffix(".json").read_text())))
@@ -204,7 +219,7 @@ def main() -> None:
     from face.heads import read_heads, training_age_prior
     from face.training import heads_config_of, mixture_labels
 
-    model_path = args.model or Path(__file__).parents[1] / "weights" / "dlib-resnet-keras-finetuned.keras"
+    model_path = args.model_path = args.model or Path(__file__).parents[1] / "weights" / "dlib-resnet-keras-finetuned.keras"
     shipped = read_heads(model_path)
     heads_config = heads_config_of(loaded["config"], loaded["features"].shape[-1])
     train_labels = mixture_labels([part.train for part in loaded["parts"]])
@@ -236,6 +251,48 @@ def main() -> None:
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     args.output.with_suffix(".md").write_text(markdown(results))
     print(f"written {results_path} and {args.output.with_suffix('.md')}")
+    if args.ship:
+        print(f"written {ship(args.ship_arm, results, args, prior)}")
+
+
+def ship(key: str, results: dict, args, prior: np.ndarray) -> Path:
+    """Put an arm's heads onto the fine-tuned model, stored as float16 like the shipped file, with
+    the readouts chosen for them, and export it (ONNX): written to `args.ship`."""
+    import keras
+
+    from face.heads import copy_head_weights, export_if_possible, load_heads, sidecar_path, store_float16
+
+    arm = results["arms"][key]
+    trained = load_heads(args.model_path)
+    copy_head_weights(keras.models.load_model(args.logs / key / "best.keras", compile=False), trained.model)
+    metadata = json.loads(json.dumps(trained.metadata))
+    metadata.pop("onnx", None)
+    metadata["training"]["heads_retrained"] = {
+        "arm": arm["name"], "views": arm["views"], "beta": arm.get("beta"), "warm": bool(arm.get("warm")), **arm["fit"],
+        "augment": TRAIN_AUGMENT, "features_of": trained.metadata["onnx"]["sha256"],
+        "command": "python benchmarks/age_training_experiments.py --ship " + str(args.ship) + f" --ship-arm {key}",
+    }
+    readouts = arm["readouts"]
+    default = dict(readouts[SIDECAR_READOUTS["default"]]["readout"])
+    default["prior"] = [round(float(v), 6) for v in prior] if default.get("alpha") else None
+    metadata["readout"] = {
+        **default,
+        "options": {name: readouts[lever]["readout"] for name, lever in SIDECAR_READOUTS.items() if name != "default"},
+        "chosen_on": "validation parts (15%, seed 42) of UTKFace, cross-fitted: benchmarks/age_training_experiments.py, notebooks/age_training_results.md",
+    }
+    full = readouts[SHIPPED_READOUT]["full"]
+    metadata["validation"] = {
+        "note": "flip-averaged, default readout, cross-fitted (age_training_experiments)",
+        "datasets": {kind: {k: full[kind][k] for k in ("n", "age_mae", "age_bin_accuracy", "age_in_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy") if k in full[kind]} for kind in ("utkface", "fairface")},
+    }
+    target = Path(args.ship)
+    temporary = target.with_name(target.stem + "-float32.keras")
+    trained.model.save(temporary)
+    store_float16(temporary)
+    temporary.replace(target)
+    sidecar_path(target).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    export_if_possible(target)
+    return target
 
 
 def figures(arm: dict, readout: str = SHIPPED_READOUT) -> dict:

@@ -34,6 +34,7 @@ from .heads import (
     age_loss,
     age_targets,
     build_heads,
+    copy_head_weights,
     one_hot,
     predict_views,
     race_set_loss,
@@ -390,12 +391,18 @@ def git_commit() -> str | None:
         return None
 
 
-def fit_heads(heads_config: HeadsConfig, config: TrainConfig, train_x: np.ndarray, train_y: dict, validation: tuple, best_path: Path, sample_weights: np.ndarray | None = None) -> float:
-    """Fit new heads on features (rows x features) with mixup and a cosine schedule, keeping the
-    best epoch at `best_path` (resumable: Keras's backup lives in its folder); the seconds it took."""
+def fit_heads(
+    heads_config: HeadsConfig, config: TrainConfig, train_x: np.ndarray, train_y: dict, validation: tuple, best_path: Path,
+    sample_weights: np.ndarray | None = None, start_from=None,
+) -> float:
+    """Fit heads on features (rows x features) with mixup and a cosine schedule, keeping the best
+    epoch at `best_path` (resumable: Keras's backup lives in its folder); the seconds it took.
+    `start_from`: a model whose heads' weights they start from (heads.copy_head_weights), else new."""
     import keras
 
     model = build_heads(heads_config)
+    if start_from is not None:
+        copy_head_weights(start_from, model)
     batches = mixup_batches(train_x, train_y, config.batch_size, config.mixup_alpha, config.seed, sample_weights)
     steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -65,3 +65,32 @@ def test_frozen_heads_or_a_model_without_its_export_are_refused(shipped_path, tm
     copy.with_suffix(".json").write_text(json.dumps(metadata))  # its export is not beside the copy
     with pytest.raises(WeightsError, match="howold export"):
         create_backbone("finetuned-features", weights=copy)
+
+
+def test_the_cache_fingerprint_covers_the_stages_and_not_the_heads(shipped_path):
+    """New heads on the same stages keep the feature caches; changed stages do not."""
+    import onnx
+    from onnx import numpy_helper
+
+    from face.backbones.finetuned_features import weights_below
+    from face.heads import onnx_export_of
+
+    graph = onnx.load(str(onnx_export_of(read_heads(shipped_path)))).graph
+    (first,) = [node for node in graph.node if node.op_type == "MatMul" and node.output[0].startswith("shared:")]
+    features = first.input[0]
+    before = weights_below(graph, features)
+    initializers = {item.name: item for item in graph.initializer}
+
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def bump(name: str) -> None:
+        while name not in initializers:  # weights stored as float16 reach their layer through a Cast
+            name = producer[name].input[0]
+        values = numpy_helper.to_array(initializers[name]).copy()
+        values.flat[0] += 1
+        initializers[name].CopyFrom(numpy_helper.from_array(values, name))
+
+    bump(first.input[1])  # the heads' first kernel
+    assert weights_below(graph, features) == before
+    bump(next(node.input[1] for node in graph.node if node.op_type == "Conv"))
+    assert weights_below(graph, features) != before

@@ -46,8 +46,7 @@ class FineTunedFeatures(Backbone):
         self.chip: ChipSpec = self.base.chip
         self.feature_size = int(heads.metadata["heads"]["feature_size"])
         self.preprocessing = self.base.preprocessing
-        export = heads.metadata["onnx"]
-        self._fingerprint = f"{export['sha256'][:16]}-{export.get('data_sha256', '')[:16]}"
+        self._fingerprint = ""
         self._session = None
         self._features_name = ""
 
@@ -61,6 +60,7 @@ class FineTunedFeatures(Backbone):
         if len(first) != 1:
             raise WeightsError(f"{self.onnx_path}: cannot find the heads' input (one MatMul of layer {HEADS_INPUT_LAYER!r}); found {len(first)}")
         self._features_name = first[0].input[0]
+        self._fingerprint = weights_below(graph.graph, self._features_name)
         graph.graph.output.append(onnx.helper.make_tensor_value_info(self._features_name, onnx.TensorProto.FLOAT, None))
         self._session = create_session(graph.SerializeToString())
 
@@ -76,4 +76,33 @@ class FineTunedFeatures(Backbone):
         return np.concatenate(parts).astype(np.float32)
 
     def fingerprint(self) -> str:
+        """A hash of the weights below the heads: heads retrained and put back on the same
+        stages (a new ONNX file) keep the feature caches; other stages do not."""
+        if self._session is None:
+            self._load()
         return self._fingerprint
+
+
+def weights_below(graph, tensor: str) -> str:
+    """sha256 (first 20 hex digits) of the initializers that `tensor` is computed from, in the
+    order the graph's nodes list them."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    nodes = list(graph.node)
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    initializers = {item.name: item for item in graph.initializer}
+    needed, pending = set(), [tensor]
+    while pending:
+        index = producer.get(pending.pop())
+        if index is None or index in needed:
+            continue
+        needed.add(index)
+        pending.extend(nodes[index].input)
+    digest = hashlib.sha256()
+    for index in sorted(needed):
+        for name in nodes[index].input:
+            if name in initializers:
+                digest.update(numpy_helper.to_array(initializers[name]).tobytes())
+    return digest.hexdigest()[:20]
