@@ -5,7 +5,7 @@ retrained on its features (a new loss, new augmented views, new data) cost minut
 CPU, where retraining the unfrozen stages costs hours. The features come from the
 model's exported ONNX graph (`howold export`), run up to the heads' input, so neither
 TensorFlow nor a translation is needed to compute them. New heads trained on them can be
-put back on the model with `heads.graft_heads`.
+put back on the model with `heads.copy_head_weights`.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
+from ..heads import HEAD_LAYERS
 from .base import Backbone, ChipSpec
 
 #: The heads' first layer; its input is the features (heads.build_heads).
-HEADS_INPUT_LAYER = "shared"
+HEADS_INPUT_LAYER = HEAD_LAYERS[0]
 
 
 class FineTunedFeatures(Backbone):
