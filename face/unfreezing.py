@@ -187,27 +187,39 @@ def phase_model(backbone: KerasBackbone, boundary: str, heads):
 
 def starting_heads(config: TrainConfig, backbone: KerasBackbone):
     """Heads to warm-start from: given, shipped, or trained now; fresh for from-scratch backbones."""
-    heads_config = heads_config_of(config, backbone.feature_size)
     if not backbone.pretrained:
-        return build_heads(heads_config)
+        return build_heads(heads_config_of(config, backbone.feature_size))
+    return load_heads(warm_start_path(config, backbone) or _frozen_heads(config)).model
+
+
+def warm_start_path(config: TrainConfig, backbone: KerasBackbone) -> Path | None:
+    """The heads file to warm-start from: given, shipped, or trained by an earlier try of this
+    run; None when frozen heads must be trained first."""
     path = Path(config.init_heads) if config.init_heads else default_heads_path(backbone, frozen=True)
-    if not path.is_file():
-        path = _frozen_heads(config)
-    loaded = load_heads(path)
-    if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
-        raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
-    if race_classes_of(loaded.model) != heads_config.race_classes:
+    if path.is_file():
+        loaded = load_heads(path)
+        if loaded.metadata.get("boundary") or loaded.metadata.get("backbone", {}).get("feature_size") != backbone.feature_size:
+            raise WeightsError(f"{path}: not heads on {backbone.name}'s {backbone.feature_size} features, cannot warm-start from it")
+        wanted = heads_config_of(config, backbone.feature_size).race_classes
+        if race_classes_of(loaded.model) == wanted:
+            return path
         if config.init_heads:
-            raise WeightsError(f"{path}: heads with {race_classes_of(loaded.model)} races, these are trained with {heads_config.race_classes}; warm-start from heads trained by this version")
+            raise WeightsError(f"{path}: heads with {race_classes_of(loaded.model)} races, these are trained with {wanted}; warm-start from heads trained by this version")
         # the shipped frozen heads predate FairFace's 7 races: train the frozen heads first
-        return load_heads(_frozen_heads(config)).model
-    return loaded.model
+    elif config.init_heads:
+        return path  # load_heads names the missing file
+    trained = _frozen_heads_path(config)
+    return trained if trained.is_file() else None
+
+
+def _frozen_heads_path(config: TrainConfig) -> Path:
+    return config.run_dir() / "frozen_heads.keras"
 
 
 def _frozen_heads(config: TrainConfig) -> Path:
     """Heads trained on the frozen backbone for this run, once: a resumed run (after a kill or a
     full disk) finds them in its folder (saved whole: save_heads renames a finished file)."""
-    path = config.run_dir() / "frozen_heads.keras"
+    path = _frozen_heads_path(config)
     if not path.is_file():
         train(replace(config, unfreeze=(), output=path, run_name=f"{config.run_dir().name}/heads"))
     return path
@@ -232,9 +244,12 @@ def _fine_tune(config: TrainConfig) -> dict:
     boundaries = {count: backbone.boundary(count) for count in phases}
     parts = load_parts(config)
     train_rows, validation_rows = mixture_rows(parts, "train"), mixture_rows(parts, "validation")
+    # frozen heads still to train read the features: the same pass over the images fills their cache
+    layers = tuple(boundaries.values())
+    if backbone.pretrained and warm_start_path(config, backbone) is None:
+        layers += (None,)
+    activations = mixture_activations(backbone, parts, layers, config)
     heads = starting_heads(config, backbone)
-
-    activations = mixture_activations(backbone, parts, tuple(boundaries.values()), config)
     sizes = {
         boundary: {part.kind: cache_bytes(cache_folder(backbone, part.dataset, config.augment, boundary, config.cache_root, config.detector)) for part in parts}
         for boundary in boundaries.values()

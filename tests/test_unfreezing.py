@@ -2,6 +2,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ from face import Analyzer
 from face.backbones import INPUT_LAYER, create_backbone
 from face.backbones.levi_hassner import LeviHassner
 from face.data import load_dataset
-from face.features import AugmentConfig, extract_activations, extract_features
+from face.features import AugmentConfig, cache_folder, extract_activations, extract_features
 from face.heads import HeadsConfig, build_heads, load_heads
 from face.training import TrainConfig
 from face.unfreezing import ActivationBatches, LayerwiseAdam, fine_tune, parse_schedule, phase_model, stage_learning_rate_factors
@@ -213,3 +214,33 @@ def test_backbones_command_lists_stages(capsys):
     assert main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "dlib-resnet-keras  (stages: stem, level1, level2, level3, level4, embedding)" in lines and "dlib-resnet" in lines
+
+
+def test_warm_start_heads_are_checked_and_frozen_heads_share_the_extraction_pass(dlib_keras, tiny_utkface, tmp_path):
+    from face.errors import WeightsError
+    from face.heads import default_heads_path, save_heads
+    from face.unfreezing import starting_heads, warm_start_path
+
+    config = TrainConfig(
+        data_dir=tiny_utkface, logs_dir=tmp_path / "logs", run_name="warm", output=tmp_path / "ft.keras", epochs=1, batch_size=8,
+        validation_fraction=0.25, augment=AugmentConfig(views=2), unfreeze=("1",), unfreeze_epochs=1, unfreeze_batch_size=8, progress=False,
+    )
+    # the shipped frozen heads have UTKFace's 5 races, not the 7 trained now: frozen heads first
+    assert len(load_heads(default_heads_path(dlib_keras, frozen=True)).metadata["classes"]["race"]) == 5 and warm_start_path(config, dlib_keras) is None
+    missing = replace(config, init_heads=tmp_path / "nowhere.keras")
+    with pytest.raises(WeightsError, match="nowhere.keras: no such heads file"):
+        starting_heads(missing, dlib_keras)
+    small = save_heads(build_heads(HeadsConfig(feature_size=64)), tmp_path / "small.keras", {"backbone": {"backbone": "x", "feature_size": 64}}, export=False)
+    with pytest.raises(WeightsError, match="not heads on dlib-resnet-keras's 128 features"):
+        warm_start_path(replace(config, init_heads=small), dlib_keras)
+
+    # the frozen heads are trained on features that the level-4 pass over the images wrote too:
+    # one pass, not two
+    fine_tune(config)
+    frozen_heads = config.run_dir() / "frozen_heads.keras"
+    assert warm_start_path(config, dlib_keras) == frozen_heads  # a resumed run keeps the heads it trained
+    written = {
+        layer: max(chunk.stat().st_mtime_ns for chunk in cache_folder(dlib_keras, load_dataset(tiny_utkface), config.augment, layer).glob("chunk_*.npy"))
+        for layer in (None, "level4")
+    }
+    assert max(written.values()) < frozen_heads.stat().st_mtime_ns
