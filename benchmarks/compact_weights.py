@@ -4,7 +4,7 @@
         --output weights/dlib-resnet-keras-finetuned.keras
 
 Scores the float32 model and its float16 copy on the validation parts of the datasets given
-(the cached activations of `howold train`'s split, flip-averaged), prints both and the
+(the cached activations of the model's own `howold train` run, flip-averaged), prints both and the
 differences, and keeps the copy only if the age MAE moved by at most --max-mae-change years.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from face.backbones import create_backbone
 from face.features import AugmentConfig
-from face.heads import sidecar_path, store_float16
+from face.heads import read_heads, sidecar_path, store_float16
 from face.training import TrainConfig, load_parts
 
 from mixture_experiments import score  # noqa: E402  (benchmarks/ is the script's folder)
@@ -39,7 +39,9 @@ def main() -> int:
     shutil.copy(sidecar_path(source), sidecar_path(staging))
     store_float16(staging)
     specs = tuple(args.data or ("utkface=../shared/data/utkface", "fairface=../shared/data/fairface"))
-    config = TrainConfig(datasets=specs, detector=args.detector, augment=AugmentConfig(views=4), limit={"fairface": args.fairface_limit})
+    # the training run's own views, so that its cached activations are read, not extracted again
+    augment = AugmentConfig.from_dict(read_heads(source).metadata["training"]["augment"])
+    config = TrainConfig(datasets=specs, detector=args.detector, augment=augment, limit={"fairface": args.fairface_limit})
     parts, backbone = load_parts(config), create_backbone(config.backbone)
     full, half = score(source, parts, backbone, config), score(staging, parts, backbone, config)
     keys = ("age_mae", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")

@@ -64,6 +64,12 @@ class AugmentConfig:
         if self.resolution is not None and self.resolution < 8:
             raise ConfigError(f"resolution (the chip side to shrink to) must be at least 8 px; got {self.resolution}")
 
+    @classmethod
+    def from_dict(cls, settings: dict) -> "AugmentConfig":
+        """The config a sidecar recorded (`training.augment`): JSON's lists back to tuples, so
+        that the cache keys are those of the training run."""
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in settings.items()})
+
     def key(self) -> dict:
         """What the views depend on; the low-resolution fields only where set, so that caches
         made before them keep their keys."""

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,7 @@ def test_low_resolution_settings_key_their_own_cache_and_leave_older_keys_alone(
     keys = [AugmentConfig(views=3).key(), AugmentConfig(views=3, low_resolution_views=1).key(),
             AugmentConfig(views=3, low_resolution_views=1, low_resolution_sides=(40, 60)).key(), AugmentConfig(views=3, resolution=48).key()]
     assert len({str(sorted(k.items())) for k in keys}) == 4
+    # as a sidecar records them (JSON turns tuples into lists), each config keys the same cache
+    for config in (AugmentConfig(views=3), AugmentConfig(views=3, low_resolution_views=1, low_resolution_sides=(40, 60))):
+        recorded = AugmentConfig.from_dict(json.loads(json.dumps(asdict(config))))
+        assert recorded == config and recorded.key() == config.key()
