@@ -140,6 +140,13 @@ def test_unfreezing_trains_only_the_stages_above_its_boundary_and_resumes_by_pha
     report = fine_tune(base)
     assert [p["boundary"] for p in report["phases"]] == ["level4"] and report["phases"][0]["epochs"] == 2
     assert report["phases"][0]["cache_bytes"] > 24 * 2 * 4 * 4 * 256 * 2  # float16 (4, 4, 256) per view
+    # no heads to start from (the shipped ones have 5 races): the frozen heads trained first read features
+    # that the level-4 pass over the images wrote too, one pass, not two
+    written = {
+        layer: max(chunk.stat().st_mtime_ns for chunk in cache_folder(dlib_keras, load_dataset(data), base.augment, layer).glob("chunk_*.npy"))
+        for layer in (None, "level4")
+    }
+    assert max(written.values()) < (tmp_path / "logs" / "ft" / "frozen_heads.keras").stat().st_mtime_ns
 
     # add a second phase: the first is not trained again, the second warm-starts from it
     phase_one = tmp_path / "logs" / "ft" / "unfreeze-1" / "history.csv"
@@ -216,15 +223,12 @@ def test_backbones_command_lists_stages(capsys):
     assert "dlib-resnet-keras  (stages: stem, level1, level2, level3, level4, embedding)" in lines and "dlib-resnet" in lines
 
 
-def test_warm_start_heads_are_checked_and_frozen_heads_share_the_extraction_pass(dlib_keras, tiny_utkface, tmp_path):
+def test_warm_start_heads_are_checked_before_any_extraction(dlib_keras, tiny_utkface, tmp_path):
     from face.errors import WeightsError
     from face.heads import default_heads_path, save_heads
     from face.unfreezing import starting_heads, warm_start_path
 
-    config = TrainConfig(
-        data_dir=tiny_utkface, logs_dir=tmp_path / "logs", run_name="warm", output=tmp_path / "ft.keras", epochs=1, batch_size=8,
-        validation_fraction=0.25, augment=AugmentConfig(views=2), unfreeze=("1",), unfreeze_epochs=1, unfreeze_batch_size=8, progress=False,
-    )
+    config = TrainConfig(data_dir=tiny_utkface, logs_dir=tmp_path / "logs", run_name="warm", unfreeze=("1",), progress=False)
     # the shipped frozen heads have UTKFace's 5 races, not the 7 trained now: frozen heads first
     assert len(load_heads(default_heads_path(dlib_keras, frozen=True)).metadata["classes"]["race"]) == 5 and warm_start_path(config, dlib_keras) is None
     missing = replace(config, init_heads=tmp_path / "nowhere.keras")
@@ -233,14 +237,5 @@ def test_warm_start_heads_are_checked_and_frozen_heads_share_the_extraction_pass
     small = save_heads(build_heads(HeadsConfig(feature_size=64)), tmp_path / "small.keras", {"backbone": {"backbone": "x", "feature_size": 64}}, export=False)
     with pytest.raises(WeightsError, match="not heads on dlib-resnet-keras's 128 features"):
         warm_start_path(replace(config, init_heads=small), dlib_keras)
-
-    # the frozen heads are trained on features that the level-4 pass over the images wrote too:
-    # one pass, not two
-    fine_tune(config)
-    frozen_heads = config.run_dir() / "frozen_heads.keras"
-    assert warm_start_path(config, dlib_keras) == frozen_heads  # a resumed run keeps the heads it trained
-    written = {
-        layer: max(chunk.stat().st_mtime_ns for chunk in cache_folder(dlib_keras, load_dataset(tiny_utkface), config.augment, layer).glob("chunk_*.npy"))
-        for layer in (None, "level4")
-    }
-    assert max(written.values()) < frozen_heads.stat().st_mtime_ns
+    earlier = save_heads(build_heads(HeadsConfig(feature_size=128)), config.run_dir() / "frozen_heads.keras", {"backbone": {"backbone": "dlib-resnet-keras", "feature_size": 128}}, export=False)
+    assert warm_start_path(config, dlib_keras) == earlier  # a resumed run keeps the heads it trained
