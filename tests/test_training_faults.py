@@ -166,39 +166,44 @@ def test_heads_saved_after_fitting_on_a_full_disk_are_not_fitted_again(tmp_path,
 
 def test_unfreezing_on_a_filling_disk_resumes_by_chunk_and_epoch(tmp_path, small_disk):
     """`howold train --unfreeze 1` as a user runs it (its own process: the exit status is the
-    process's), the caches on one small disk and the logs on another: the level-4 boundary cache
-    does not fit, then the phase's second checkpoint does not; each time exit 1 and one line. The third run finishes the phase from its first backed-up epoch,
-    without computing the cache or the frozen heads it started from again."""
+    process's), the caches on one small disk, the logs on another and the phase's checkpoints on a
+    third: the level-4 boundary cache does not fit, then the phase's second checkpoint does not;
+    each time exit 1 and one line. The third run finishes the phase from its first backed-up
+    epoch, without computing the cache or the frozen heads it started from again."""
     from face.backbones import create_backbone
     from face.heads import HeadsConfig, build_heads
     from face.unfreezing import phase_model
 
     data = make_utkface_folder(tmp_path / "utk", 16, seed=5)
-    caches, logs = small_disk("64k"), small_disk("64m")  # the features fit, the 16 x 2 x 8 KiB boundary chunk not
+    caches, logs, checkpoints = small_disk("64k"), small_disk("64m"), small_disk("64m")  # the 16 x 2 x 8 KiB boundary chunk does not fit
     environment = {**os.environ, "HOWOLD_HOME": str(caches.path)}
     output, run = tmp_path / "ft.keras", logs.path / "ft" / "unfreeze-1"
+    run.parent.mkdir()
+    run.symlink_to(checkpoints.path, target_is_directory=True)
     command = [
         sys.executable, "-m", "face.cli", "train", "--data", str(data), "--output", str(output), "--logs", str(logs.path), "--run-name", "ft",
         "--batch-size", "8", "--views", "2", "--unfreeze", "1", "--unfreeze-epochs", "3",
     ]
     line = one_line_error_of(subprocess.run(command, capture_output=True, text=True, env=environment), 1)
     assert "dlib-resnet-keras-level4-" in line and "chunk_0000000_0000016.npy: No space left on device;" in line, line
-    assert partial_files(caches.path) == [] and (logs.path / "ft" / "frozen_heads.keras").exists()  # trained on the frozen backbone first
-    frozen_epochs = epochs_logged(logs.path / "ft" / "heads")
+    # one pass over the images fills the frozen heads' features and the boundary: nothing trained yet
+    assert partial_files(caches.path) == [] and not (logs.path / "ft" / "frozen_heads.keras").exists()
 
     backbone = create_backbone("dlib-resnet-keras")
     model, _ = phase_model(backbone, "level4", build_heads(HeadsConfig(feature_size=128)))
     checkpoint = 4 * (sum(int(np.prod(v.shape)) for v in model.weights) + 2 * sum(int(np.prod(v.shape)) for v in model.trainable_variables))
     caches.resize("16m")
-    logs.resize(str(shutil.disk_usage(logs.path).used + int(2.5 * checkpoint)))  # the best and the backup of one epoch, not a third file
+    checkpoints.resize(str(shutil.disk_usage(checkpoints.path).used + int(2.5 * checkpoint)))  # the best and the backup of one epoch, not a third file
     line = one_line_error_of(subprocess.run(command, capture_output=True, text=True, env=environment), 1)
     assert line.startswith(f"howold: error: cannot write {run}/") and "No space left on device" in line, line
+    assert (logs.path / "ft" / "frozen_heads.keras").exists()  # trained on the frozen backbone first
+    frozen_epochs = epochs_logged(logs.path / "ft" / "heads")
     assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 1
-    assert not (run / "done.json").exists() and partial_files(logs.path) == []
+    assert not (run / "done.json").exists() and partial_files(logs.path) == [] and partial_files(checkpoints.path) == []
     (chunk,) = caches.path.rglob("*level4*/chunk_*.npy")
     cached = chunk.stat().st_ino, chunk.stat().st_mtime_ns
 
-    logs.resize("512m")
+    checkpoints.resize("512m")
     finished = subprocess.run(command, capture_output=True, text=True, env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert epochs_logged(run) == [0, 1, 2]
