@@ -185,11 +185,12 @@ def phase_model(backbone: KerasBackbone, boundary: str, heads):
     return keras.Model(inputs, heads(top(inputs)), name=f"howold_above_{boundary}"), top
 
 
-def starting_heads(config: TrainConfig, backbone: KerasBackbone):
-    """Heads to warm-start from: given, shipped, or trained now; fresh for from-scratch backbones."""
+def starting_heads(config: TrainConfig, backbone: KerasBackbone, path: Path | None):
+    """Heads to warm-start from: those at `path` (warm_start_path's), else frozen heads trained
+    now; fresh for from-scratch backbones."""
     if not backbone.pretrained:
         return build_heads(heads_config_of(config, backbone.feature_size))
-    return load_heads(warm_start_path(config, backbone) or _frozen_heads(config)).model
+    return load_heads(path or _frozen_heads(config)).model
 
 
 def warm_start_path(config: TrainConfig, backbone: KerasBackbone) -> Path | None:
@@ -244,12 +245,13 @@ def _fine_tune(config: TrainConfig) -> dict:
     boundaries = {count: backbone.boundary(count) for count in phases}
     parts = load_parts(config)
     train_rows, validation_rows = mixture_rows(parts, "train"), mixture_rows(parts, "validation")
+    start = warm_start_path(config, backbone) if backbone.pretrained else None
     # frozen heads still to train read the features: the same pass over the images fills their cache
     layers = tuple(boundaries.values())
-    if backbone.pretrained and warm_start_path(config, backbone) is None:
+    if backbone.pretrained and start is None:
         layers += (None,)
     activations = mixture_activations(backbone, parts, layers, config)
-    heads = starting_heads(config, backbone)
+    heads = starting_heads(config, backbone, start)
     sizes = {
         boundary: {part.kind: cache_bytes(cache_folder(backbone, part.dataset, config.augment, boundary, config.cache_root, config.detector)) for part in parts}
         for boundary in boundaries.values()

@@ -233,7 +233,7 @@ def test_warm_start_heads_are_checked_before_any_extraction(dlib_keras, tiny_utk
     assert len(load_heads(default_heads_path(dlib_keras, frozen=True)).metadata["classes"]["race"]) == 5 and warm_start_path(config, dlib_keras) is None
     missing = replace(config, init_heads=tmp_path / "nowhere.keras")
     with pytest.raises(WeightsError, match="nowhere.keras: no such heads file"):
-        starting_heads(missing, dlib_keras)
+        starting_heads(missing, dlib_keras, warm_start_path(missing, dlib_keras))
     small = save_heads(build_heads(HeadsConfig(feature_size=64)), tmp_path / "small.keras", {"backbone": {"backbone": "x", "feature_size": 64}}, export=False)
     with pytest.raises(WeightsError, match="not heads on dlib-resnet-keras's 128 features"):
         warm_start_path(replace(config, init_heads=small), dlib_keras)
