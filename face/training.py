@@ -36,12 +36,12 @@ from .heads import (
     build_heads,
     copy_head_weights,
     one_hot,
-    predict_views,
     race_set_loss,
     race_set_targets,
     save_heads,
     set_accuracy,
 )
+from .model import predict_views
 
 
 @dataclass

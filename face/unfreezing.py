@@ -41,7 +41,9 @@ from .atomic import write_text
 from .backbones import KerasBackbone, create_backbone
 from .errors import ConfigError, WeightsError
 from .features import StackedArrays, cache_bytes, cache_folder
-from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of
+from .heads import build_heads
+from .model import load_heads, race_classes_of
+from .model_files import default_heads_path, finetuned_name
 from .training import (
     HEAD_METRICS,
     TrainConfig,

@@ -10,7 +10,7 @@ import pytest
 
 from face.evaluation import evaluate_folder
 from face.features import AugmentConfig
-from face.heads import load_heads
+from face.model import load_heads
 from face.training import TrainConfig, train
 
 from conftest import UTKFACE, make_utkface_folder
