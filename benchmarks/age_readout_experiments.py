@@ -7,7 +7,7 @@ the width of the 10-90% interval, mean or median, and flip averaging, each measu
 The network is not retrained: every lever acts on the probabilities the shipped model gives
 for each dataset's validation part (its own 15% split, seed 42, as in training), computed once
 (plain view and flip-averaged, as `howold evaluate` computes them) and cached under
-logs/age_readout/. Levers (heads.AgeReadout):
+logs/age_readout/. Levers (readout.AgeReadout):
 
   shipped              the readout as it was: mean of the distribution, its 10-90% percentiles
   median               the median of the distribution instead of its mean
