@@ -7,7 +7,7 @@ the width of the 10-90% interval, mean or median, and flip averaging, each measu
 The network is not retrained: every lever acts on the probabilities the shipped model gives
 for each dataset's validation part (its own 15% split, seed 42, as in training), computed once
 (plain view and flip-averaged, as `howold evaluate` computes them) and cached under
-logs/age_readout/. Levers (heads.AgeReadout):
+logs/age_readout/. Levers (readout.AgeReadout):
 
   shipped              the readout as it was: mean of the distribution, its 10-90% percentiles
   median               the median of the distribution instead of its mean
@@ -46,7 +46,8 @@ def validation_probabilities(kind: str, root: Path, heads_path: Path | None, cac
     from face.backbones import create_backbone
     from face.data import load_named, split_dataset
     from face.features import AugmentConfig, extract_activations
-    from face.heads import default_heads_path, load_heads, predict_views
+    from face.model import load_heads, predict_views
+    from face.model_files import default_heads_path
 
     dataset = load_named(kind, root)
     train_part, validation = split_dataset(dataset, 0.15, 42)
@@ -97,7 +98,7 @@ BIAS_TARGET = 1.5
 
 def band_figures(readout, age_probabilities: np.ndarray, ages: np.ndarray) -> dict:
     """MAE, mean signed error and interval coverage per band of exact ages."""
-    from face.heads import age_percentiles
+    from face.readout import age_percentiles
 
     q = readout.apply(age_probabilities)
     predicted, interval = readout.point_of(q), age_percentiles(q)
@@ -137,7 +138,7 @@ def choose_temperatures(readout, age_probabilities: np.ndarray, ages: np.ndarray
     first, then two sweeps of one calibration age at a time."""
     from dataclasses import replace
 
-    from face.heads import age_percentiles
+    from face.readout import age_percentiles
 
     bands = [(ages >= low) & (ages <= high) for low, high in BANDS]
 
@@ -156,7 +157,7 @@ def choose_temperatures(readout, age_probabilities: np.ndarray, ages: np.ndarray
 
 def fit(lever: dict, prior: np.ndarray, age_probabilities: np.ndarray, ages: np.ndarray):
     """The readout of a lever, its free parameters chosen on these faces (exact ages)."""
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     def readout_of(alpha):
         return AgeReadout(alpha=alpha, prior=tuple(prior) if alpha else None, point=lever["point"])
@@ -217,7 +218,7 @@ def score(lever: dict, prior: np.ndarray, data: dict) -> dict:
     """compute_metrics of the cross-fitted readout on each dataset (and UTKFace's Asian faces),
     with the goals' bands; and the readout fitted on all the validation faces."""
     from face.evaluation import age_curve, compute_metrics
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     fitted, readouts = cross_fitted(lever, prior, data)
     whole = fit(lever, prior, data["utkface"][lever["view"]]["age"], data["utkface"]["labels"]["age"])
@@ -247,7 +248,7 @@ BAND_SUMMARY = ("n", "age_mae", "age_mean_signed_error", "interval_coverage", "a
 
 def alpha_sweep(prior: np.ndarray, data: dict) -> list[dict]:
     """MAE and band bias of UTKFace's validation faces for each alpha (no cross-fitting: a curve)."""
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     utk = data["utkface"]
     rows = []

@@ -132,7 +132,7 @@ def train_arm(arm: dict, loaded: dict, prior: np.ndarray, args, heads_config) ->
 
 def arm_probabilities(model, loaded: dict) -> dict:
     """{scale: {kind: {"flip", "plain", "labels", "train_labels"}}}: scale "full" and each small side."""
-    from face.heads import predict_views
+    from face.model import predict_views
 
     parts, features = loaded["parts"], loaded["features"]
     scales = {"full": {part.kind: np.asarray(features[part.validation_rows, :2]) for part in parts}}
@@ -158,7 +158,7 @@ def small_scores(readout_entry: dict, prior: np.ndarray, data: dict) -> dict:
     from age_readout_experiments import BAND_SUMMARY, SUMMARY, band_figures
 
     from face.evaluation import compute_metrics
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     readout = AgeReadout.from_dict({**readout_entry, "prior": list(prior) if readout_entry.get("alpha") else None})
     result = {}
@@ -188,7 +188,8 @@ def score_arm(model, loaded: dict, prior: np.ndarray) -> dict:
 
 def shipped_heads(model_path: Path, heads_config):
     """The shipped model's own heads, as a model on its features: the reference row."""
-    from face.heads import build_heads, copy_head_weights, load_heads
+    from face.heads import build_heads, copy_head_weights
+    from face.model import load_heads
 
     heads = build_heads(heads_config)
     copy_head_weights(load_heads(model_path).model, heads)
@@ -219,7 +220,9 @@ def main() -> None:
         return
     import keras
 
-    from face.heads import read_heads, training_age_prior
+    from face.heads import training_age_prior
+
+    from face.model import read_heads
     from face.training import heads_config_of, mixture_labels
 
     model_path = args.model_path = args.model or Path(__file__).parents[1] / "weights" / "dlib-resnet-keras-finetuned.keras"
@@ -263,7 +266,11 @@ def ship(key: str, results: dict, args, prior: np.ndarray) -> Path:
     the readouts chosen for them, and export it (ONNX): written to `args.ship`."""
     import keras
 
-    from face.heads import copy_head_weights, export_if_possible, load_heads, sidecar_path, store_float16
+    from face.heads import copy_head_weights, export_if_possible, store_float16
+
+    from face.model import load_heads
+
+    from face.model_files import sidecar_path
 
     arm = results["arms"][key]
     trained = load_heads(args.model_path)

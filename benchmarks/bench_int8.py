@@ -141,7 +141,7 @@ def probabilities(runner, chips: np.ndarray, preprocess) -> dict[str, np.ndarray
 
 def accuracy(models: dict[str, bytes], parts: dict, backbone) -> dict:
     from face.evaluation import compute_metrics
-    from face.heads import expected_age
+    from face.readout import expected_age
     from face.quantization import dataset_chips
 
     sessions = {name: session(data, None) for name, data in models.items()}

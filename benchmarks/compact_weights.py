@@ -17,7 +17,9 @@ from pathlib import Path
 
 from face.backbones import create_backbone
 from face.features import AugmentConfig
-from face.heads import read_heads, sidecar_path, store_float16
+from face.heads import store_float16
+from face.model import read_heads
+from face.model_files import sidecar_path
 from face.training import TrainConfig, load_parts
 
 from mixture_experiments import score  # noqa: E402  (benchmarks/ is the script's folder)

@@ -29,7 +29,8 @@ from pathlib import Path
 from face.backbones import create_backbone
 from face.evaluation import box_counts, compute_metrics
 from face.features import AugmentConfig, cache_bytes, cache_folder
-from face.heads import default_heads_path, load_heads
+from face.model import load_heads
+from face.model_files import default_heads_path
 from face.training import TrainConfig, headline, load_parts, mixture_activations, predict_rows, train
 from face.unfreezing import fine_tune
 

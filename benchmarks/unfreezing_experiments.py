@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from face.features import AugmentConfig
-from face.heads import load_heads
+from face.model import load_heads
 from face.training import TrainConfig, train
 from face.unfreezing import fine_tune
 

@@ -6,7 +6,7 @@
 from .analyzer import Analyzer
 from .backbones import create_backbone, list_backbones, register_backbone
 from .errors import DatasetError, HowoldError, ImageError, WeightsError
-from .heads import load_heads
+from .model import load_heads
 from .images import load_image
 
 __version__ = "0.1.0"

@@ -16,10 +16,11 @@ from .alignment import Aligner, crop_box
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
-from .errors import HowoldError, WeightsError
-from .heads import AgeReadout, TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
+from .errors import ExportError, HowoldError, WeightsError
 from .images import ImageInput, describe, load_image
-from .onnx_export import ExportError
+from .model import TrainedHeads, read_heads
+from .model_files import default_heads_path, onnx_export_of
+from .readout import AgeReadout, interpret
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
 
 TTA_OPTIONS = ("flip", "oversample")
@@ -47,7 +48,7 @@ class Analyzer:
     (yunet, hog, cnn); `tta`: any of "flip" and "oversample" (default flip; () for none); `runtime`: a name from
     `face.runtimes` (onnx, keras), by default onnx wherever the model has an exported ONNX
     file or translates to ONNX; with the exported file neither TensorFlow nor Keras loads.
-    `age_readout`: how the age is read from its distribution (heads.AgeReadout.from_metadata:
+    `age_readout`: how the age is read from its distribution (readout.AgeReadout.from_metadata:
     "default", the model's own; "raw", the mean of the distribution as the heads give it;
     or one the model's sidecar lists, e.g. "least-error")."""
 

@@ -172,7 +172,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from .backbones import DEFAULT_BACKBONE, create_backbone
-    from .heads import default_heads_path
+    from .model_files import default_heads_path
     from .onnx_export import export_heads
 
     backbone = create_backbone(args.backbone or DEFAULT_BACKBONE)

@@ -25,3 +25,8 @@ class ConfigError(HowoldError, ValueError):
 class WriteError(HowoldError):
     """A file could not be written (a full disk, a read-only folder): the work finished before
     stays, and the same command resumes from it once the file can be written."""
+
+
+class ExportError(HowoldError):
+    """A model holds a layer the ONNX translation cannot translate, or its translation does
+    not answer as the Keras model does."""

@@ -8,7 +8,7 @@ import numpy as np
 from .data import AGE_BIN_NAMES, AGE_BINS, FAIRFACE_RACES, GENDERS, RACE_SETS, RACES, age_bin_of
 from .backbones import DEFAULT_BACKBONE
 from .detectors import DEFAULT_DETECTOR
-from .heads import AgeReadout, age_percentiles, race5_probabilities
+from .readout import AgeReadout, age_percentiles, race5_probabilities
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -107,7 +107,7 @@ def compute_metrics(probabilities: dict[str, np.ndarray], labels: dict[str, np.n
       race_accuracy           5-way race; race7_accuracy: 7-way (faces with a 7-way label)
       gender_calibration      [{confidence: "0.5-0.6", n, mean_confidence, accuracy}, ...]
 
-    The age figures use the distribution as `readout` reads it (heads.AgeReadout; None: as the
+    The age figures use the distribution as `readout` reads it (readout.AgeReadout; None: as the
     heads give it), as Analyzer's answers do. Also: confusion matrices, and under_20 (MAE and
     mean signed error of exact ages below 20).
     """
@@ -309,7 +309,7 @@ def evaluate_folder(
     FairFace's loose crops are detected with `detector` first. Plain and mirrored views are averaged.
     `split`: "validation" or "train" scores that side of the split training makes (15%, seed 42),
     so that a model is judged on faces it never learnt from. `age_readout`: the model's
-    readout to apply (heads.AgeReadout.from_metadata: "default", "raw", or one it lists).
+    readout to apply (readout.AgeReadout.from_metadata: "default", "raw", or one it lists).
     `chip_side`: every aligned chip is shrunk to this side and scaled back up first, to measure
     the model on faces as small as group photos give (the face is about two thirds of the side).
     """
@@ -319,7 +319,8 @@ def evaluate_folder(
     from .data import load_named, parse_data_spec, split_dataset
     from .errors import ConfigError
     from .features import AugmentConfig, extract_activations
-    from .heads import default_heads_path, load_heads, predict_views
+    from .model import load_heads, predict_views
+    from .model_files import default_heads_path
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")

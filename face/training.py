@@ -6,27 +6,23 @@ of targets (exact ages or age bins, 5-way race labels as sets of FairFace's 7).
 Each epoch sees every stored view of every training image; mixup blends pairs of
 feature vectors and their label distributions. BackupAndRestore makes a run killed with
 kill -9 resume at its last finished epoch; the feature cache makes the restart cheap.
-Caches, checkpoints and backups are written whole or not at all (atomic.py), so a full disk
+Caches, checkpoints and backups are written whole or not at all (atomic.py, checkpoints.py), so a full disk
 ends the run with a one-line WriteError, and the same command resumes from what was finished.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import WRITE_ERRNOS, replacing, write_text
+from .atomic import replacing, write_text
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
-from .errors import WriteError
+from .checkpoints import resumable_writes, run_callbacks, save_named
 from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
 from .features import AugmentConfig, StackedArrays, extract_activations
 from .heads import (
@@ -36,12 +32,11 @@ from .heads import (
     build_heads,
     copy_head_weights,
     one_hot,
-    predict_views,
     race_set_loss,
     race_set_targets,
-    save_heads,
     set_accuracy,
 )
+from .model import predict_views
 
 
 @dataclass
@@ -249,105 +244,6 @@ def headline(report: dict) -> dict:
 
 
 HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": [set_accuracy]}
-
-
-def run_callbacks(run_dir: Path, patience: int, best_path: Path) -> list:
-    """Resume after a kill, keep the best epoch (weights only for a .weights.h5 path), stop when
-    stuck, log to CSV and TensorBoard.
-
-    The backup is written last in each epoch, after the epoch's CSV row: a run killed between
-    the two redoes that epoch, and the CSV rows of epochs the backup does not hold are dropped
-    before the CSV logger appends, so history.csv keeps exactly one row per epoch. The best
-    model and the backup are written whole or not at all (a full disk leaves the last good ones).
-    """
-    import keras
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trim_history(run_dir / "history.csv", run_dir / "backup")
-    checkpoint, backup = atomic_callbacks()
-    return [
-        checkpoint(str(best_path), monitor="val_loss", save_best_only=True, save_weights_only=best_path.name.endswith(".weights.h5")),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
-        # last: its on_train_begin restores (fit reads the epoch after every callback's), and
-        # its on_epoch_end backs up an epoch only once that epoch is logged
-        backup(str(run_dir / "backup")),
-    ]
-
-
-def atomic_callbacks() -> tuple[type, type]:
-    """Keras's ModelCheckpoint and BackupAndRestore, writing their files whole or not at all.
-
-    Keras writes both in place: a full disk mid-write leaves a torn best model (which the end of
-    training then fails to load) or a torn backup whose epoch file is empty (the rerun fails to
-    read it). Here each file goes to a partial file renamed over the old one when complete; the
-    backup's epoch file and weights are both written before either is renamed, so they always
-    agree. Keras's double checkpoint (a copy of the previous backup) is not needed then.
-    """
-    import keras
-
-    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        def _save_model(self, epoch, batch, logs):
-            final = self.filepath
-            with replacing(final) as partial:
-                self.filepath = str(partial)
-                try:
-                    super()._save_model(epoch, batch, logs)
-                finally:
-                    self.filepath = final
-
-    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-        def _save_model(self):
-            os.makedirs(self.backup_dir, exist_ok=True)
-            state = json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen})
-            with replacing(self._training_metadata_path) as metadata, replacing(self._weights_path) as weights:
-                metadata.write_text(state)
-                self.model.save_weights(str(weights), overwrite=True)
-
-    return AtomicModelCheckpoint, AtomicBackupAndRestore
-
-
-def save_named(model, path: Path, metadata: dict) -> None:
-    """heads.save_heads, its write failures naming the file (Keras's zip writer does not)."""
-    try:
-        save_heads(model, path, metadata)
-    except OSError as error:
-        if error.filename or error.errno is None:
-            raise
-        raise OSError(error.errno, os.strerror(error.errno), str(path)) from None
-
-
-@contextmanager
-def resumable_writes() -> Iterator[None]:
-    """A write that fails for want of space or permission (atomic.WRITE_ERRNOS) becomes a
-    one-line WriteError naming the file and saying that the same command resumes."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in WRITE_ERRNOS:
-            raise
-        what = error.filename or "a training file (cache, checkpoint or log)"
-        fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "make it writable"
-        raise WriteError(
-            f"cannot write {what}: {os.strerror(error.errno)}; the cached features and finished epochs are kept: {fix} and run the same command again to resume"
-        ) from None
-
-
-def trim_history(history: Path, backup: Path) -> None:
-    """Keep only the rows of history.csv for epochs that Keras's backup in `backup` has finished."""
-    metadata = backup / "training_metadata.json"  # BackupAndRestore's {"epoch": epochs finished, ...}
-    if not (metadata.is_file() and history.is_file()):
-        return
-    finished = int(json.loads(metadata.read_text())["epoch"])
-    header, *rows = history.read_text().splitlines(keepends=True) or [""]
-
-    def kept(row: str) -> bool:
-        epoch = row.split(",", 1)[0]
-        return row.endswith("\n") and epoch.isdigit() and int(epoch) < finished  # (a cut-off last row goes too)
-
-    if not all(kept(row) for row in rows):
-        history.write_text(header + "".join(row for row in rows if kept(row)))
 
 
 def split_rows(dataset, config: TrainConfig):

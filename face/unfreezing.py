@@ -39,9 +39,12 @@ import numpy as np
 
 from .atomic import write_text
 from .backbones import KerasBackbone, create_backbone
+from .checkpoints import resumable_writes, run_callbacks, save_named
 from .errors import ConfigError, WeightsError
 from .features import StackedArrays, cache_bytes, cache_folder
-from .heads import build_heads, default_heads_path, finetuned_name, load_heads, race_classes_of
+from .heads import build_heads
+from .model import load_heads, race_classes_of
+from .model_files import default_heads_path, finetuned_name
 from .training import (
     HEAD_METRICS,
     TrainConfig,
@@ -55,9 +58,6 @@ from .training import (
     mixture_rows,
     model_metadata,
     predict_rows,
-    resumable_writes,
-    run_callbacks,
-    save_named,
     train,
     training_metadata,
     validation_report,

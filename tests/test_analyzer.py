@@ -17,7 +17,7 @@ from PIL import Image
 
 from face import Analyzer, HowoldError
 from face.data import GENDERS, RACES
-from face.heads import AGE_GROUPS, age_group_label
+from face.readout import AGE_GROUPS, age_group_label
 
 ADIENCE_GROUPS = [age_group_label(group) for group in range(len(AGE_GROUPS))]  # "0-2", ..., "60-100"
 

@@ -6,7 +6,8 @@ import pytest
 
 from face.data import AGE_BIN_NAMES, AGE_BINS
 from face.evaluation import age_curve, compute_metrics, gender_calibration
-from face.heads import AgeReadout, age_distribution_targets, training_age_prior
+from face.heads import age_distribution_targets, training_age_prior
+from face.readout import AgeReadout
 
 BAND_KEYS = {
     "n", "age_mae", "age_mean_signed_error", "age_cs5", "interval_coverage", "interval_width", "age_bin_accuracy", "age_in_bin_accuracy",

@@ -10,7 +10,8 @@ from face.data import FAIRFACE_RACES, RACES, DatasetError, load_fairface, load_n
 from face.errors import DatasetError as HowoldDatasetError
 from face.evaluation import compute_metrics, evaluate_folder
 from face.features import StackedArrays, AugmentConfig, cache_folder
-from face.heads import age_loss, age_targets, interpret, race5_probabilities, race_set_loss, race_set_targets, set_accuracy
+from face.heads import age_loss, age_targets, race_set_loss, race_set_targets, set_accuracy
+from face.readout import interpret, race5_probabilities
 from face.training import TrainConfig, train
 
 from conftest import FAIRFACE_HEADER

@@ -10,7 +10,9 @@ import pytest
 
 from face.backbones import create_backbone
 from face.errors import WeightsError
-from face.heads import HeadsConfig, build_heads, copy_head_weights, default_heads_path, load_heads, read_heads
+from face.heads import HeadsConfig, build_heads, copy_head_weights
+from face.model import load_heads, read_heads
+from face.model_files import default_heads_path
 from face.runtimes import create_runtime
 
 
@@ -73,7 +75,7 @@ def test_the_cache_fingerprint_covers_the_stages_and_not_the_heads(shipped_path)
     from onnx import numpy_helper
 
     from face.backbones.finetuned_features import weights_below
-    from face.heads import onnx_export_of
+    from face.model_files import onnx_export_of
 
     graph = onnx.load(str(onnx_export_of(read_heads(shipped_path)))).graph
     (first,) = [node for node in graph.node if node.op_type == "MatMul" and node.output[0].startswith("shared:")]

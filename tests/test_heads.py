@@ -5,19 +5,9 @@ import numpy as np
 import pytest
 
 from face.errors import WeightsError
-from face.heads import (
-    AGE_GROUPS,
-    HeadsConfig,
-    age_distribution_targets,
-    age_group_probabilities,
-    age_percentiles,
-    build_heads,
-    expected_age,
-    interpret,
-    load_heads,
-    one_hot,
-    save_heads,
-)
+from face.heads import HeadsConfig, age_distribution_targets, build_heads, one_hot, save_heads
+from face.model import load_heads
+from face.readout import AGE_GROUPS, age_group_probabilities, age_percentiles, expected_age, interpret
 
 
 def test_age_targets_are_distributions_centred_on_the_age():
@@ -254,7 +244,7 @@ def test_age_loss_is_cross_entropy_plus_weighted_expectation_error():
 
 
 def test_predict_views_averages_the_chosen_views():
-    from face.heads import TrainedHeads, predict_views
+    from face.model import TrainedHeads, predict_views
 
     model = build_heads(HeadsConfig(feature_size=8, hidden_units=8, head_units=8))
     features = np.random.default_rng(2).normal(size=(3, 2, 8)).astype(np.float16)
@@ -277,7 +267,7 @@ def keras_backbone():
 
 
 def test_shipped_heads_fit_their_backbone(keras_backbone, tmp_path):
-    from face.heads import default_heads_path
+    from face.model_files import default_heads_path
 
     finetuned, frozen = default_heads_path(keras_backbone), default_heads_path(keras_backbone, frozen=True)
     assert finetuned.name == "dlib-resnet-keras-finetuned.keras" and frozen.name == "dlib-resnet.keras"
@@ -296,7 +286,8 @@ def test_shipped_heads_fit_their_backbone(keras_backbone, tmp_path):
 
 def test_heads_on_the_wrong_backbone_are_a_clear_error(keras_backbone):
     from face.backbones import create_backbone
-    from face.heads import TrainedHeads, default_heads_path
+    from face.model import TrainedHeads
+    from face.model_files import default_heads_path
 
     finetuned = load_heads(default_heads_path(keras_backbone))
     dlib = create_backbone("dlib-resnet")
@@ -315,7 +306,7 @@ def test_heads_on_the_wrong_backbone_are_a_clear_error(keras_backbone):
 
 
 def test_interpret_reads_the_age_as_the_readout_says():
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     skewed = age_distribution_targets(np.array([30]), 2.0) * 0.7 + age_distribution_targets(np.array([70]), 8.0) * 0.3
     outputs = {"age": skewed, "gender": np.array([[1.0, 0.0]]), "race": np.full((1, 5), 0.2)}
@@ -329,7 +320,7 @@ def test_interpret_reads_the_age_as_the_readout_says():
 
 
 def test_temperature_follows_the_age_between_calibration_ages():
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     faces = age_distribution_targets(np.array([0, 10, 20, 60]), 3.0).astype(np.float64)
     faces[0] = age_distribution_targets(np.array([50]), 3.0)[0]
@@ -342,7 +333,7 @@ def test_temperature_follows_the_age_between_calibration_ages():
 
 
 def test_the_shipped_models_readout_loads():
-    from face.heads import AgeReadout
+    from face.readout import AgeReadout
 
     sidecar = json.loads((Path(__file__).resolve().parents[1] / "weights" / "dlib-resnet-keras-finetuned.json").read_text())
     readout = AgeReadout.from_metadata(sidecar)

@@ -38,7 +38,7 @@ def run(model, chips: np.ndarray) -> list[np.ndarray]:
 
 
 def test_int8_answers_close_to_float32_on_real_chips(utkface, network):
-    from face.heads import expected_age
+    from face.readout import expected_age
     from face.quantization import dataset_chips, float_graph, quantize, training_chips
 
     dataset, validation = utkface

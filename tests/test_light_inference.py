@@ -14,7 +14,8 @@ import pytest
 
 from face.backbones import create_backbone
 from face.cli_tasks import demo_image
-from face.heads import TrainedHeads, default_heads_path, file_sha256, onnx_export_of, read_heads, sidecar_path
+from face.model import TrainedHeads, read_heads
+from face.model_files import default_heads_path, file_sha256, onnx_export_of, sidecar_path
 from face.onnx_export import MAX_FILE_BYTES
 from face.runtimes import create_runtime
 

@@ -9,10 +9,11 @@ from PIL import Image
 from face import Analyzer
 from face.backbones import create_backbone
 from face.errors import ConfigError
-from face.heads import TrainedHeads, default_heads_path, load_heads
+from face.model import TrainedHeads, load_heads
+from face.model_files import default_heads_path
 from face.onnx_export import ExportError, export_onnx
 from face.runtimes import create_runtime, list_runtimes
-from face.runtimes.onnx_runtime import TOLERANCE
+from face.keras_onnx import TOLERANCE
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from face.evaluation import evaluate_folder
 from face.features import AugmentConfig
-from face.heads import load_heads
+from face.model import load_heads
 from face.training import TrainConfig, train
 
 from conftest import UTKFACE, make_utkface_folder
@@ -137,7 +137,7 @@ def test_killed_training_resumes_from_its_last_epoch(tmp_path):
 
 
 def test_history_is_cut_back_to_the_backup(tmp_path):
-    from face.training import trim_history
+    from face.checkpoints import trim_history
 
     history, backup = tmp_path / "history.csv", tmp_path / "backup"
     rows = "epoch,loss\n0,3.0\n1,2.5\n2,2.0\n3,1.9"  # the last row cut off by the kill

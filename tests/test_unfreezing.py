@@ -13,7 +13,8 @@ from face.backbones import INPUT_LAYER, create_backbone
 from face.backbones.levi_hassner import LeviHassner
 from face.data import load_dataset
 from face.features import AugmentConfig, cache_folder, extract_activations, extract_features
-from face.heads import HeadsConfig, build_heads, load_heads
+from face.heads import HeadsConfig, build_heads
+from face.model import load_heads
 from face.training import TrainConfig
 from face.unfreezing import ActivationBatches, LayerwiseAdam, fine_tune, parse_schedule, phase_model, stage_learning_rate_factors
 
@@ -165,7 +166,7 @@ def test_unfreezing_trains_only_the_stages_above_its_boundary_and_resumes_by_pha
 
     saved = load_heads(output)
     assert saved.boundary == "level3" and saved.metadata["input_shape"] == [8, 8, 128]
-    fresh = subprocess.run([sys.executable, "-c", f"from face.heads import load_heads; print(load_heads({str(output)!r}).boundary)"], capture_output=True, text=True, env=_env(tmp_path))
+    fresh = subprocess.run([sys.executable, "-c", f"from face.model import load_heads; print(load_heads({str(output)!r}).boundary)"], capture_output=True, text=True, env=_env(tmp_path))
     assert fresh.stdout.strip() == "level3", fresh.stderr[-2000:]  # loads without importing the backbone first
     assert [p["unfrozen_stages"] for p in saved.metadata["training"]["phases"]] == [1, 2]
     original = dlib_keras.model
@@ -225,7 +226,8 @@ def test_backbones_command_lists_stages(capsys):
 
 def test_warm_start_heads_are_checked_before_any_extraction(dlib_keras, tiny_utkface, tmp_path):
     from face.errors import WeightsError
-    from face.heads import default_heads_path, save_heads
+    from face.heads import save_heads
+    from face.model_files import default_heads_path
     from face.unfreezing import starting_heads, warm_start_path
 
     config = TrainConfig(data_dir=tiny_utkface, logs_dir=tmp_path / "logs", run_name="warm", unfreeze=("1",), progress=False)

@@ -9,7 +9,8 @@ import pytest
 from fastapi import HTTPException
 from starlette.requests import Request
 
-from face.web import MiB, _media_type, _multipart_file, _read_body, _size
+from face.web.settings import MiB
+from face.web.uploads import _media_type, _multipart_file, _read_body, _size
 
 
 def request_sending(chunks: list[bytes], disconnect_after: int | None = None, headers: dict | None = None):

@@ -5,7 +5,7 @@
     nice -n 10 python tools/mutation.py heads images    # some groups
     nice -n 10 python tools/mutation.py analyzer --in-process   # tests that load models: one process
 
-Each group mutates one module (or, for web.py and analyzer.py, only the functions it names) and runs
+Each group mutates one module (or, for web/uploads.py and analyzer.py, only the functions it names) and runs
 only the fast tests that are about it, in a scratch copy of the repository (under
 $TMPDIR), so the working tree is left alone. It prints, per group, mutants killed /
 survived / timed out and the score (killed, timed out or crashed over all run), then the
@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: group -> (module, tests to run, mutant-name globs to run (all when empty))
 GROUPS: dict[str, tuple[str, list[str], list[str]]] = {
-    # test_fairface's unit tests too: the FairFace targets, losses and the 7-to-5 race merge live in heads.py
+    # test_fairface's unit tests too: the FairFace targets and losses live in heads.py
     "heads": ("face/heads.py", ["tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on"], []),
+    # the answers read from the distributions, the 7-to-5 race merge
+    "readout": ("face/readout.py", ["tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on"], []),
     # test_fairface's loader tests too: FairFace's CSV, its bins and 7 races are read in data.py
     "data": ("face/data.py", ["tests/test_data.py", "tests/test_heads.py", "tests/test_fairface.py", "-k", "not training_on and not loose_crops"], []),
     # the landmark fit and its weights, the warp, dlib's chips
@@ -60,7 +62,7 @@ GROUPS: dict[str, tuple[str, list[str], list[str]]] = {
         ["face.engines.x_*", "face.engines.base.*", "face.engines.local.*", "face.engines.ray.x_*", "face.engines.ray.xǁAnalyzeBatchǁ*"],
     ),
     # the request limits: counting the body while it arrives, and parsing multipart in memory
-    "web": ("face/web.py", ["tests/test_web_limits.py"], ["face.web.x__read_body*", "face.web.x__multipart_file*", "face.web.x__size*", "face.web.x__media_type*"]),
+    "web": ("face/web/uploads.py", ["tests/test_web_limits.py"], ["face.web.uploads.x__read_body*", "face.web.uploads.x__multipart_file*", "face.web.uploads.x__size*", "face.web.uploads.x__media_type*"]),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from ..errors import WeightsError
-from .dlib_resnet_keras import DlibLayer
+from .dlib_net_file import DlibLayer
 
 
 @keras.saving.register_keras_serializable(package="howold")

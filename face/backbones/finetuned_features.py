@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WeightsError
-from ..heads import HEAD_LAYERS
+from ..model_files import HEAD_LAYERS, ModelFile, onnx_export_of
 from .base import Backbone, ChipSpec
 
-#: The heads' first layer; its input is the features (heads.build_heads).
+#: The heads' first layer; its input is the features (heads.build_heads, `model_files.HEAD_LAYERS`).
 HEADS_INPUT_LAYER = HEAD_LAYERS[0]
 
 
@@ -29,7 +29,6 @@ class FineTunedFeatures(Backbone):
     heads_name = "finetuned-features"
 
     def __init__(self, weights: str | Path | None = None):
-        from ..heads import onnx_export_of, read_heads
         from . import create_backbone
 
         if weights is None:
@@ -37,7 +36,7 @@ class FineTunedFeatures(Backbone):
 
             weights = shipped_weights_dir() / "dlib-resnet-keras-finetuned.keras"
         self.model_path = Path(weights)
-        heads = read_heads(self.model_path)
+        heads = ModelFile.read(self.model_path)
         if not heads.boundary:
             raise WeightsError(f"{self.model_path}: not a fine-tuned model (its heads sit on a frozen backbone); use that backbone's own features")
         self.onnx_path = onnx_export_of(heads)
@@ -54,7 +53,7 @@ class FineTunedFeatures(Backbone):
     def _load(self) -> None:
         import onnx
 
-        from ..runtimes.onnx_runtime import create_session
+        from ..onnx_session import create_session
 
         graph = onnx.load(str(self.onnx_path))
         first = [node for node in graph.graph.node if node.op_type == "MatMul" and node.output[0].split(":")[0] == HEADS_INPUT_LAYER]

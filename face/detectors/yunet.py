@@ -55,7 +55,7 @@ class YuNetDetector(Detector):
             check_model_file(path, sha256)
         super().__init__(threshold)
         self._path, self._nms_threshold = path, nms_threshold
-        from ..runtimes.onnx_runtime import create_session
+        from ..onnx_session import create_session
 
         try:
             self._session = create_session(str(path), spin=False)

@@ -5,7 +5,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-OUTPUTS = ("age", "gender", "race")
+from ..model_files import OUTPUTS  # noqa: F401 - what every runtime returns, by name
 
 
 class Runtime(ABC):
