@@ -94,6 +94,6 @@ def test_the_wheel_holds_the_weights_and_runs_the_demo_offline_without_extras(tm
         assert json.loads((tmp_path / "obama.json").read_text())[0]["faces"]
     size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
     print(
-        f"wheel {wheel.stat().st_size / 2**20:.1f} MiB, environment {size / 1e6:.0f} MB; built in {built_at - started:.0f} s, installed in {installed_at - built_at:.0f} s, "
+        f"wheel {wheel.stat().st_size / 2**20:.1f} MiB, environment {size / 2**20:.0f} MiB; built in {built_at - started:.0f} s, installed in {installed_at - built_at:.0f} s, "
         f"demo in {time.monotonic() - installed_at:.0f} s"
     )
