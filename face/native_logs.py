@@ -7,8 +7,9 @@ Why each measure, as measured with TensorFlow 2.21 and ONNX Runtime 1.32:
   "custom operations are on", the CPU-feature notice, absl's "before InitializeLog" warning)
   comes before any log setting applies and is not held back by `TF_CPP_MIN_LOG_LEVEL`, so
   the import runs with file descriptor 2 on /dev/null (`quiet_import`).
-- Later lines, such as oneDNN's "supports DT_HALF only on platforms with AVX-512" on CPUs
-  without AVX512-FP16 while a network is unfrozen, obey `TF_CPP_MIN_LOG_LEVEL=3`. It is set,
+- Later lines, such as TensorFlow's error line "oneDNN supports DT_HALF only on platforms with
+  AVX-512" (seen while a network is unfrozen on a CPU with AVX-512 and VNNI but without
+  AVX-512 FP16), obey `TF_CPP_MIN_LOG_LEVEL=3`. It is set,
   not defaulted: a value of 2 in the user's environment (a common setting) lets that error
   line through.
 - ONNX Runtime's process-wide logger (set before its first session) and OpenCV's logger
