@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="howold", description="Age, gender and race of every face in photos and videos.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--verbose", "-v", action="store_true", help="show TensorFlow's, oneDNN's and OpenCV's own log lines")
+    common.add_argument("--verbose", "-v", action="store_true", help="show TensorFlow's, oneDNN's, ONNX Runtime's and OpenCV's own log lines (without it they are held back, whatever TF_CPP_MIN_LOG_LEVEL says)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", parents=[common], help="annotate images (files or folders) and write JSON")
@@ -309,20 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quiet_native_logs() -> None:
-    """Keep TensorFlow's, oneDNN's, absl's and OpenCV's log lines off the terminal.
+    """Keep TensorFlow's, oneDNN's, absl's, ONNX Runtime's and OpenCV's log lines off the
+    terminal (`face.native_logs`): a command prints only howold's lines."""
+    from . import native_logs
 
-    TensorFlow is imported only where it is needed (`face.optional.require_keras`), which
-    then keeps its start-up notices off stderr.
-    """
-    from . import optional
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("GLOG_minloglevel", "3")
-    optional.quiet = True
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    native_logs.quiet()
 
 
 def main(argv: list[str] | None = None, end_at_once: bool = False) -> int:

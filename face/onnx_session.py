@@ -8,8 +8,9 @@ def create_session(model: bytes | str, spin: bool = True):
     threads keep spinning a moment after each run (ONNX Runtime's default; faster between
     the network's many operators) instead of sleeping at once (the detector's choice, so
     that its idle threads do not slow the network's session that runs right after it)."""
-    import onnxruntime
+    from .native_logs import quiet_import
 
+    onnxruntime = quiet_import("onnxruntime")
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: no warnings about unused initializers

@@ -6,14 +6,11 @@ native logs) or raises one line naming what to install.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from .errors import HowoldError
 
 TRAIN_EXTRA = 'pip install "howold[train]"'
-#: Set by the CLI: import TensorFlow with its C++ start-up notices kept off stderr.
-quiet = False
 
 
 class MissingDependency(HowoldError):
@@ -37,26 +34,18 @@ def keras_available() -> bool:
 
 
 def _import_tensorflow() -> None:
-    """TensorFlow's C++ core writes its oneDNN and CPU-feature notices while it is imported,
-    before any log setting applies: with `quiet`, stderr points at /dev/null meanwhile."""
-    if "tensorflow" in sys.modules and sys.modules["tensorflow"] is not None:
+    """TensorFlow, imported with its C++ start-up notices dropped and its Python loggers and
+    Keras's warnings held back when the CLI asked for quiet native logs (`face.native_logs`)."""
+    from . import native_logs
+
+    if sys.modules.get("tensorflow") is not None:
         return
-    if not quiet:
-        import tensorflow  # noqa: F401
+    native_logs.quiet_import("tensorflow")
+    if not native_logs.quiet_mode:
         return
     import logging
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="keras")

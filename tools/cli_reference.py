@@ -20,7 +20,7 @@ INTRO = """# CLI reference
 Every `howold` command and option, generated from the command's own argument parser by
 `python tools/cli_reference.py --write` (a test checks that this page is what the parser gives):
 the blocks below are exactly what `howold --help` and `howold COMMAND --help` print.
-Options shared by all commands: `--verbose` / `-v` lets TensorFlow's, oneDNN's and OpenCV's own log lines
+Options shared by all commands: `--verbose` / `-v` lets TensorFlow's, absl's, oneDNN's, ONNX Runtime's and OpenCV's own log lines
 through. Errors in what you pass (a missing file, an unknown dataset, a corrupt image) end the command
 with one line, `howold: error: ...`, and exit status 2; `howold analyze --output` exits 1 when any image failed.
 """
