@@ -17,7 +17,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
 from .errors import HowoldError, WeightsError
-from .heads import AgeReadout, TrainedHeads, default_heads_path, interpret, onnx_export_of, read_heads
+from .heads import AgeReadout, TrainedHeads, default_heads_path, heads_id, interpret, onnx_export_of, read_heads
 from .images import ImageInput, describe, load_image
 from .onnx_export import ExportError
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
@@ -72,6 +72,7 @@ class Analyzer:
         if runtime == "keras" or onnx_export_of(self.heads) is None:  # an exported graph holds the backbone itself
             self.heads.check_backbone(self.backbone, heads_path)
         self.age_readout: AgeReadout = AgeReadout.from_metadata(self.heads.metadata, age_readout)
+        self.model_id = heads_id(self.heads)  # each results line says which model read its faces
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
@@ -164,7 +165,7 @@ class Analyzer:
             yield from self._analyze_chunk(chunk, batch_size, crop)
 
     def _analyze_chunk(self, sources: list[ImageInput], batch_size: int, crop: bool) -> list[dict]:
-        results = [{"source": describe(source)} for source in sources]
+        results = [{"source": describe(source), "model": self.model_id} for source in sources]
 
         def loaded():  # lazily, so that only one decoded image is held at a time
             for source, result in zip(sources, results):

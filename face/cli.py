@@ -161,7 +161,7 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate_folder(
         args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
-        detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side,
+        detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side, store_stats=args.store_stats,
     )
     groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
     overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--chip-side", type=int, default=None, metavar="PX",
         help="shrink every aligned chip to PX px and scale it back up first: how the model does on small faces (the face is about two thirds of PX wide)",
+    )
+    evaluate.add_argument(
+        "--store-stats", action="store_true",
+        help="write the statistics `howold report` corrects shares with into the model's sidecar (needs --split validation)",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 

@@ -22,6 +22,7 @@ import numpy as np
 from .data import AGE_BINS, FAIRFACE_RACES, GENDERS, MAX_AGE, RACE_SETS, RACES
 from .backbones.base import padded_batches
 from .errors import ConfigError, WeightsError
+from .quantification import encode_distribution
 
 AGES = np.arange(MAX_AGE + 1, dtype=np.float32)
 #: Adience's eight groups (seeds 000/004); gaps between groups go to the nearer group.
@@ -364,6 +365,7 @@ def interpret(outputs: dict[str, np.ndarray], readout: AgeReadout | None = None)
                 "gender_confidence": round(float(gender.max()), 4),
                 "race": RACES[int(race.argmax())],
                 "race_confidences": {name: round(float(p), 4) for name, p in zip(RACES, race)},
+                "age_distribution": encode_distribution(age_probs[i]),
             }
         )
         if races.shape[1] == len(FAIRFACE_RACES):
@@ -599,6 +601,13 @@ def onnx_export_of(heads: TrainedHeads, key: str = "onnx") -> Path | None:
     if not path.is_file() or file_sha256(heads.path) != entry.get("keras_sha256"):
         return None
     return path
+
+
+def heads_id(heads: TrainedHeads) -> str:
+    """A short identity of the heads' weights (16 hex digits of the .keras file's sha256, as
+    the sidecar records it at export): results and statistics say which model made them."""
+    recorded = (heads.metadata.get("onnx") or {}).get("keras_sha256")
+    return (recorded or (file_sha256(heads.path) if heads.path is not None else "unknown"))[:16]
 
 
 def file_sha256(path: str | Path) -> str:

@@ -70,11 +70,11 @@ def fit_stats(true: np.ndarray, probabilities: np.ndarray, classes: tuple[str, .
 
 def fit_year_stats(ages: np.ndarray, points: np.ndarray, distributions: np.ndarray) -> ClassStats:
     """Age statistics at one-year resolution (101 x 101), so that any age bands can be made of
-    them (`band_stats`): per true year, the faces whose reported age rounds to each year, and
+    them (`band_stats`): per true year, the faces whose reported age is in each year (its whole part), and
     the summed probability of each year."""
     true = np.clip(np.asarray(ages, int), 0, YEARS - 1)
     counted = np.zeros((YEARS, YEARS))
-    np.add.at(counted, (true, np.clip(np.rint(points).astype(int), 0, YEARS - 1)), 1)
+    np.add.at(counted, (true, np.clip(np.floor(points).astype(int), 0, YEARS - 1)), 1)
     mass = np.zeros((YEARS, YEARS))
     np.add.at(mass, true, np.asarray(distributions, np.float64))
     return ClassStats(tuple(str(a) for a in range(YEARS)), counted, mass)
@@ -165,9 +165,10 @@ def _row_normalised(matrix: np.ndarray) -> np.ndarray:
     return np.divide(matrix, totals, out=np.full_like(matrix, 1.0 / matrix.shape[-1]), where=totals > 0)
 
 
-def _em(probabilities: np.ndarray, weights: np.ndarray, prior: np.ndarray, iterations: int = 100) -> np.ndarray:
-    """Saerens et al.'s EM for (B,) collections given as face weights (B, N) summing to N:
-    (B, K) priors under which the re-weighted probabilities average to themselves."""
+def _em(probabilities: np.ndarray, weights: np.ndarray, prior: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Saerens et al.'s EM for (B,) collections given as face weights (B, N), each with the
+    validation prior (B, K) the probabilities are calibrated to: (B, K) priors under which the
+    re-weighted probabilities average to themselves."""
     total = weights.sum(axis=1, keepdims=True)
     p = (weights @ probabilities) / total
     for _ in range(iterations):
@@ -193,7 +194,7 @@ def _point(method: str, stats: ClassStats, labels: np.ndarray, probabilities: np
     if method == "pacc":
         return solve_on_simplex(matrices, (weights @ probabilities) / total)
     if method == "em":
-        return np.stack([_em(probabilities, weights[b : b + 1], prior)[0] for b, prior in enumerate(matrices)])
+        return _em(probabilities, weights, np.broadcast_to(matrices, (len(weights), k)))
     raise ValueError(f"unknown quantification method {method!r}; choose one of {', '.join(METHODS)}")
 
 
