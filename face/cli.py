@@ -13,7 +13,7 @@ from .runtimes import list_runtimes  # light: ONNX Runtime is imported only when
 
 DETECTORS = list_detectors()
 RUNTIMES = list_runtimes()
-COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
+COMMANDS_WITHOUT_TENSORFLOW = {"backbones", "report"}
 
 
 def _at_least_one(text: str) -> int:
@@ -170,6 +170,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    summary = write_report(
+        args.results, html=args.html, json_path=args.json, by=args.by, min_confidence=args.min_confidence, age_bands=args.age_bands,
+        heads=args.heads, backbone=args.backbone, crops=not args.no_crops, method=args.method,
+    )
+    if args.json is None and args.html is None:
+        print(json.dumps({k: v for k, v in summary.items() if k != "groups"}, indent=2))
+    for path in (args.html, args.json):
+        if path is not None:
+            print(f"written {path}", file=sys.stderr)
+    return 0
+
+
+def _by(text: str) -> str:
+    if text != "folder" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"want folder or a depth of at least 1, not {text}")
+    return text
+
+
 def cmd_export(args) -> int:
     from .backbones import DEFAULT_BACKBONE, create_backbone
     from .heads import default_heads_path
@@ -287,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the statistics `howold report` corrects shares with into the model's sidecar (needs --split validation)",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser("report", parents=[common], help="shares of age, gender and race in a results file, corrected, with 90% intervals")
+    report.add_argument("results", help="a results file of `howold analyze --output` (JSONL)")
+    report.add_argument("--html", default=None, metavar="FILE", help="a self-contained page of charts (no network)")
+    report.add_argument("--json", default=None, metavar="FILE", help="the summary as JSON (printed when neither --html nor --json is given)")
+    report.add_argument("--by", default=None, type=_by, metavar="folder|DEPTH", help="a column per folder: the first path component under what was analysed (folder), or the first DEPTH")
+    report.add_argument("--min-confidence", type=float, default=None, metavar="P", help="leave out faces whose detection confidence is below P (the report says how many)")
+    report.add_argument("--age-bands", default="0,3,10,20,30,40,50,60,70", metavar="A,B,...", help="the first age of each band (default 0,3,10,20,30,40,50,60,70; the last is open)")
+    report.add_argument("--no-crops", action="store_true", help="no example faces cropped from the images on the page (privacy)")
+    report.add_argument("--method", default=None, help="quantification method: rpacc (default), pacc, acc, em, or cc (plain counting)")
+    report.add_argument("--heads", default=None, help="the model that made the results (default: the shipped one)")
+    report.add_argument("--backbone", default=None)
+    report.set_defaults(handler=cmd_report)
 
     serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")
     serve.add_argument("--host", default="127.0.0.1")

@@ -9,6 +9,8 @@ with statistics measured on validation faces (stored in the model's sidecar, `Cl
   validation faces of true class i labelled j; p solves it;
 - "pacc": probabilistic adjusted: the same with the mean probabilities and M[i, j] the mean
   probability of j over validation faces of class i;
+- "rpacc": pacc regularised (Tikhonov): |M^T p - mean|^2 + RIDGE |p - mean|^2, which keeps
+  neighbouring age bands, confused by the model, from trading noise;
 - "em": the prior re-estimated by expectation-maximisation (Saerens, Latinne and Decaestecker,
   2002), each face's probabilities re-weighted by the new prior over the validation one.
 
@@ -25,9 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("cc", "acc", "pacc", "em")
+METHODS = ("cc", "acc", "pacc", "rpacc", "em")
 #: the method `howold report` uses, chosen on benchmarks/bench_report_quantification.py
-DEFAULT_METHOD = "pacc"
+DEFAULT_METHOD = "rpacc"
+#: rpacc's pull toward the mean probabilities, against the noise that inverting a matrix of
+#: much-confused classes (neighbouring age bands) amplifies; chosen on the same benchmark
+RIDGE = 0.03
 #: one-year ages of the age head, 0..100
 YEARS = 101
 
@@ -138,21 +143,25 @@ def project_simplex(values: np.ndarray) -> np.ndarray:
     return np.maximum(values - theta[:, None], 0)
 
 
-def solve_on_simplex(matrices: np.ndarray, observed: np.ndarray, iterations: int = 400) -> np.ndarray:
-    """p on the simplex minimising |M^T p - observed| for each of (B, K, K) matrices and (B, K)
-    observed shares: the plain solution where it is a set of shares, else projected gradient
-    (accelerated) from its projection. A singular M has many solutions: one is returned."""
+def solve_on_simplex(matrices: np.ndarray, observed: np.ndarray, ridge: float = 0.0, anchor: np.ndarray | None = None, iterations: int = 400) -> np.ndarray:
+    """p on the simplex minimising |M^T p - observed|^2 + ridge |p - anchor|^2 for each of
+    (B, K, K) matrices and (B, K) observed shares (anchor: (B, K), default the observed): the
+    plain solution where it is a set of shares, else projected gradient (accelerated) from its
+    projection. A singular M without ridge has many solutions: one is returned."""
     a = np.swapaxes(matrices, 1, 2)  # observed = a @ p
-    plain = np.einsum("bij,bj->bi", np.linalg.pinv(a), observed)
+    anchor = observed if anchor is None else anchor
+    gram = np.einsum("bji,bjk->bik", a, a) + ridge * np.eye(a.shape[-1])
+    target = np.einsum("bji,bj->bi", a, observed) + ridge * anchor
+    plain = np.einsum("bij,bj->bi", np.linalg.pinv(gram, hermitian=True), target)
     start = project_simplex(plain)
     done = np.abs(start - plain).max(axis=1) < 1e-9
     if done.all():
         return start
-    a, observed, p = a[~done], observed[~done], start[~done]
-    step = 1.0 / np.maximum(np.linalg.norm(a, ord=2, axis=(1, 2)) ** 2, 1e-12)
+    gram, target, p = gram[~done], target[~done], start[~done]
+    step = 1.0 / np.maximum(np.linalg.eigvalsh(gram)[:, -1], 1e-12)
     previous, momentum = p, p
     for t in range(iterations):
-        gradient = np.einsum("bji,bj->bi", a, np.einsum("bij,bj->bi", a, momentum) - observed)
+        gradient = np.einsum("bij,bj->bi", gram, momentum) - target
         p = project_simplex(momentum - step[:, None] * gradient)
         momentum = p + (t / (t + 3)) * (p - previous)
         previous = p
@@ -191,8 +200,9 @@ def _point(method: str, stats: ClassStats, labels: np.ndarray, probabilities: np
         return counted
     if method == "acc":
         return solve_on_simplex(matrices, counted)
-    if method == "pacc":
-        return solve_on_simplex(matrices, (weights @ probabilities) / total)
+    if method in ("pacc", "rpacc"):
+        mean = (weights @ probabilities) / total
+        return solve_on_simplex(matrices, mean, RIDGE if method == "rpacc" else 0.0)
     if method == "em":
         return _em(probabilities, weights, np.broadcast_to(matrices, (len(weights), k)))
     raise ValueError(f"unknown quantification method {method!r}; choose one of {', '.join(METHODS)}")
@@ -212,6 +222,26 @@ def _matrices(method: str, stats: ClassStats, rng: np.random.Generator | None, d
     return _row_normalised(drawn)
 
 
+def _observed_draws(rng: np.random.Generator, observed: np.ndarray, weights: np.ndarray, matrix: np.ndarray, share: np.ndarray, draws: int) -> np.ndarray:
+    """(draws, K) mean labels or probabilities of the collection as the model might have read
+    these same faces again: normal, with the spread of the faces' readings within their classes.
+
+    The question is the share of this collection, not of a population it was drawn from, so
+    the spread between classes (which a plain bootstrap over faces adds) is not uncertainty:
+    the within-class covariance is the total one less the between-class one the estimated shares
+    and the validation matrix imply."""
+    total = weights.sum()
+    mean = weights @ observed / total
+    centred = observed - mean
+    effective = total**2 / (weights**2).sum()
+    covariance = (centred.T * weights) @ centred / total
+    offsets = matrix - mean  # each class's mean reading, less the collection's
+    between = (offsets.T * share) @ offsets
+    values, vectors = np.linalg.eigh(covariance - between)
+    root = vectors * np.sqrt(np.clip(values, 0, None) / effective)
+    return mean + rng.standard_normal((draws, len(mean))) @ root.T
+
+
 def estimate_shares(
     method: str,
     stats: ClassStats,
@@ -226,7 +256,8 @@ def estimate_shares(
 
     `counts` (N,) weighs faces (a person tracked across frames counts once: weight 1 for them).
     The interval's ends are the (1 - level)/2 and (1 + level)/2 quantiles of `draws`
-    estimates, each on a resampled collection with resampled validation statistics.
+    estimates, each with the collection's readings drawn again (_observed_draws; "em" and
+    "cc": its faces resampled) and the validation statistics resampled.
     """
     if method not in METHODS:
         raise ValueError(f"unknown quantification method {method!r}; choose one of {', '.join(METHODS)}")
@@ -243,11 +274,15 @@ def estimate_shares(
     if draws <= 0:
         return Estimate(share, share, share, counted)
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws) * base[None]
-    if method == "cc":
-        replicates = _point(method, stats, labels, probabilities, weights, None)
+    if method in ("cc", "em"):  # the faces resampled
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=draws) * base[None]
+        matrices = None if method == "cc" else _matrices(method, stats, rng, draws)
+        replicates = _point(method, stats, labels, probabilities, weights, matrices)
     else:
-        replicates = _point(method, stats, labels, probabilities, weights, _matrices(method, stats, rng, draws))
+        observed = np.eye(k)[labels] if method == "acc" else probabilities
+        means = _observed_draws(rng, observed, base, _matrices(method, stats, None, 1)[0], share, draws)
+        matrices = _matrices(method, stats, rng, draws)
+        replicates = solve_on_simplex(matrices, means, RIDGE if method == "rpacc" else 0.0)
     low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return Estimate(share, low, high, counted)
 
