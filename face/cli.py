@@ -83,7 +83,7 @@ def cmd_video(args) -> int:
     from .video import analyze_video
 
     source = int(args.source) if args.source.isdigit() else args.source
-    summary = analyze_video(_analyzer(args), source, Path(args.output) if args.output else None, every=args.every, show=False)
+    summary = analyze_video(_analyzer(args), source, Path(args.output) if args.output else None, every=args.every, show=False, json_output=args.output_json)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("source", help="video file, or camera index such as 0")
     video.add_argument("--output", default=None, help="annotated video to write (.mp4)")
     video.add_argument("--every", type=int, default=1, help="detect faces on every Nth frame, track in between")
+    video.add_argument("--output-json", default=None, metavar="FILE", help="results (JSONL) of every analysed frame, each face with its track: `howold report` counts a tracked person once")
     _add_analyzer_options(video)
     video.set_defaults(handler=cmd_video)
 

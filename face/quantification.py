@@ -163,6 +163,8 @@ def solve_on_simplex(matrices: np.ndarray, observed: np.ndarray, ridge: float = 
     for t in range(iterations):
         gradient = np.einsum("bij,bj->bi", gram, momentum) - target
         p = project_simplex(momentum - step[:, None] * gradient)
+        if np.abs(p - previous).max() < 1e-7:
+            break
         momentum = p + (t / (t + 3)) * (p - previous)
         previous = p
     start[~done] = p

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class Faces:
     failed: int = 0
     left_out: int = 0
     model: str | None = None
-    tracked: int = 0  # faces of videos counted as tracked persons: their frames
+    tracked: int = 0  # persons tracked across a video's frames, each one face here
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -72,24 +72,28 @@ class Faces:
         )
 
 
-def _group_key(source: str, root: PurePath, by: str | None) -> str:
+def _group_key(source: str, root: tuple[str, ...], by: str | None) -> str:
     """The folder a source is in, at depth `by` under `root` ("folder": depth 1)."""
     if by is None:
         return ""
     depth = 1 if by == "folder" else int(by)
-    parts = PurePath(source).relative_to(root).parts[:-1] if PurePath(source).is_relative_to(root) else PurePath(source).parts[:-1]
-    return "/".join(parts[:depth]) or "."
+    folders = source.replace("\\", "/").split("/")[:-1]
+    if tuple(folders[: len(root)]) == root:
+        folders = folders[len(root) :]
+    return "/".join(folders[:depth]) or "."
 
 
-def _common_root(sources: list[str]) -> PurePath:
-    """The folder every source is under: what was analysed."""
-    parents = [PurePath(s).parent.parts for s in sources]
-    common: list[str] = []
-    for parts in zip(*parents):
-        if len(set(parts)) != 1:
-            break
-        common.append(parts[0])
-    return PurePath(*common) if common else PurePath("")
+def _common_root(sources: list[str]) -> tuple[str, ...]:
+    """The folders every source is under: what was analysed."""
+    common: list[str] | None = None
+    for source in sources:
+        folders = source.replace("\\", "/").split("/")[:-1]
+        if common is None:
+            common = folders
+        else:
+            while folders[: len(common)] != common:
+                common = common[:-1]
+    return tuple(common or ())
 
 
 def read_results(path: str | Path, min_confidence: float | None = None, by: str | None = None) -> Faces:
@@ -128,14 +132,14 @@ def read_results(path: str | Path, min_confidence: float | None = None, by: str 
             raise ReportError(f"{path}:{number}: written by an older howold (no model identity, no age distributions); analyse the images again into a new file")
         if "model" in entry:
             models.setdefault(entry["model"], number)
-        entries.append((number, source, entry["faces"]))
+        entries.append((number, source, entry["faces"], entry.get("video")))
     if len(models) > 1:
         (first, a), (second, b) = list(models.items())[:2]
         raise ReportError(f"{path}: results of more than one model ({first} from line {a}, {second} from line {b}); report on each model's results separately")
-    root = _common_root([source for _, source, _ in entries]) if entries else PurePath("")
-    rows: dict[str, list] = {k: [] for k in ("source", "box", "group", "gender", "race", "race7", "age", "dist")}
+    root = _common_root([source for _, source, _, _ in entries])
+    rows: dict[str, list] = {k: [] for k in ("source", "box", "group", "gender", "race", "race7", "age", "dist", "person")}
     left_out = 0
-    for number, source, faces in entries:
+    for number, source, faces, video in entries:
         for face in faces:
             try:
                 confidence = face.get("detection_confidence")
@@ -153,6 +157,7 @@ def read_results(path: str | Path, min_confidence: float | None = None, by: str 
                 raise ReportError(f"{path}:{number}: a face without the fields a report needs (gender, race, age and age_distribution); analyse the images again into a new file") from None
             rows["source"].append(source)
             rows["group"].append(_group_key(source, root, by))
+            rows["person"].append((video, face["track"]) if video is not None and face.get("track") is not None else None)
     if not rows["source"]:
         raise ReportError(f"{path}: no faces to report on ({len(entries)} images analysed, {failed} failed, {left_out} faces below the confidence)")
     race7 = None if any(r is None for r in rows["race7"]) else np.asarray(rows["race7"], np.float64)
@@ -160,10 +165,40 @@ def read_results(path: str | Path, min_confidence: float | None = None, by: str 
         distributions = decode_distributions(rows["dist"])
     except ValueError:
         raise ReportError(f"{path}: an age_distribution is not 101 numbers") from None
-    return Faces(
+    faces = Faces(
         rows["source"], np.asarray(rows["box"], np.float64).reshape(-1, 4), rows["group"], np.asarray(rows["gender"], np.float64), np.asarray(rows["race"], np.float64),
         race7, np.asarray(rows["age"], np.float64), distributions, images=len(entries) + failed, failed=failed, left_out=left_out, model=next(iter(models), None),
     )
+    return _one_per_person(faces, rows["person"])
+
+
+def _one_per_person(faces: Faces, persons: list) -> Faces:
+    """Faces of a video tracked across frames (`howold video --output-json`) become one face per
+    tracked person: the mean of its frames' probabilities and distributions (its first frame
+    for the crop). Other faces stay as they are."""
+    if all(person is None for person in persons):
+        return faces
+    keys = [("face", i) if person is None else ("person", person) for i, person in enumerate(persons)]
+    order: dict = {}
+    first: list[int] = []
+    for number, key in enumerate(keys):
+        if key not in order:
+            order[key] = len(order)
+            first.append(number)
+    index = np.array([order[key] for key in keys])
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        sums = np.zeros((len(order), *values.shape[1:]))
+        np.add.at(sums, index, values)
+        return sums / np.bincount(index, minlength=len(order)).reshape(-1, *([1] * (values.ndim - 1)))
+
+    merged = Faces(
+        [faces.sources[i] for i in first], faces.boxes[first], [faces.groups[i] for i in first], mean(faces.gender), mean(faces.race),
+        None if faces.race_fairface is None else mean(faces.race_fairface), mean(faces.age), mean(faces.age_distribution),
+        images=faces.images, failed=faces.failed, left_out=faces.left_out, model=faces.model,
+    )
+    merged.tracked = sum(key[0] == "person" for key in order)
+    return merged
 
 
 # ---- the model's statistics ------------------------------------------------------------------

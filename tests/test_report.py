@@ -174,3 +174,20 @@ def test_page_in_chromium(collection):
                 context.close()
         finally:
             browser.close()
+
+
+def test_a_person_tracked_across_video_frames_is_counted_once(tmp_path):
+    from test_demo_photos import write_translating_video
+
+    frames = write_translating_video(tmp_path / "clip.mp4", frames=12)
+    run = howold("video", "clip.mp4", "--every", "2", "--output-json", "clip.jsonl", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in (tmp_path / "clip.jsonl").read_text().splitlines()]
+    assert len(lines) == frames // 2
+    sightings = [face for line in lines for face in line["faces"]]
+    assert len(sightings) >= frames // 2 - 1 and {face["track"] for face in sightings} == {1}
+    run = howold("report", "clip.jsonl", "--html", "clip.html", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(howold("report", "clip.jsonl", cwd=tmp_path).stdout)
+    assert summary["faces"] == 1 and summary["tracked"] == 1 and summary["images"] == frames // 2
+    assert "tracked across frames counted once" in (tmp_path / "clip.html").read_text()
