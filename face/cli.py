@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    report = commands.add_parser("report", parents=[common], help="shares of age, gender and race in a results file, corrected, with 90% intervals")
+    report = commands.add_parser("report", parents=[common], help="shares of age, gender and race in a results file, corrected, with 90%% intervals")
     report.add_argument("results", help="a results file of `howold analyze --output` (JSONL)")
     report.add_argument("--html", default=None, metavar="FILE", help="a self-contained page of charts (no network)")
     report.add_argument("--json", default=None, metavar="FILE", help="the summary as JSON (printed when neither --html nor --json is given)")

@@ -294,6 +294,7 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.4em 0 .4em}h3{font
 .wide{max-width:760px}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px;min-width:0}
 svg{width:100%;height:auto;display:block}
+.card svg{max-width:480px}.card.wide svg{max-width:none}
 .note{color:#555;font-size:.9em}
 .faces{display:flex;flex-wrap:wrap;gap:4px}.faces img{width:64px;height:64px;object-fit:cover;border-radius:4px}
 .legend span{display:inline-block;margin-right:12px}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
