@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from face.data import FAIRFACE_RACES, GENDERS, RACES  # noqa: E402
 from face.quantification import METHODS, ClassStats, band_of_year, band_stats, estimate_shares  # noqa: E402
-from face.report import DEFAULT_AGE_BANDS, band_masses  # noqa: E402
+from face.report import DEFAULT_AGE_BANDS, band_masses, combine_statistics  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {"utkface": DATA / "utkface", "fairface": DATA / "fairface"}
@@ -72,22 +72,15 @@ def validation_faces(chip_side: int | None) -> dict[str, dict[str, np.ndarray]]:
 def fit(faces: dict, halves: dict, half: int) -> dict[str, ClassStats]:
     """The correction's statistics from one half of each dataset's validation faces, summed as `howold report` sums datasets."""
     from face.evaluation import quantification_stats
-    from face.heads import AgeReadout
 
-    combined: dict[str, ClassStats] = {}
+    parts = []
     for kind, part in faces.items():
         pick = halves[kind] == half
         probabilities = {k: v[pick] for k, v in part["probabilities"].items()}
         labels = {k: v[pick] for k, v in part["labels"].items()}
-        # the distributions are read out already: the identity readout keeps them, its point is the mean
-        stats = quantification_stats({**probabilities, "age": part["age_distribution"][pick]}, labels, _Identity(part["age"][pick]))
-        for name in ("gender", "race", "race_fairface", "age_years"):
-            if name in stats:
-                new = ClassStats.from_dict(stats[name])
-                if name in combined:
-                    new = ClassStats(new.classes, combined[name].counted + new.counted, combined[name].mass + new.mass)
-                combined[name] = new
-    return combined
+        # the distributions are read out already: the identity readout keeps them, its point is the analyses'
+        parts.append(quantification_stats({**probabilities, "age": part["age_distribution"][pick]}, labels, _Identity(part["age"][pick])))
+    return combine_statistics(parts)
 
 
 class _Identity:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import FAIRFACE_RACES, GENDERS, RACES
+from .data import FAIRFACE_RACES, RACES
 from .errors import HowoldError
 from .quantification import (
     DEFAULT_METHOD,
@@ -213,8 +213,13 @@ def model_statistics(metadata: dict, model: str | None) -> dict[str, ClassStats]
         raise ReportError("this model's sidecar has no quantification statistics; add them with `howold evaluate --data NAME=DIR --split validation --store-stats`")
     if model is not None and entry.get("model") != model:
         raise ReportError(f"the results are of model {model}, but the statistics are of model {entry.get('model')}; give --heads the model that made the results")
+    return combine_statistics(entry["datasets"].values())
+
+
+def combine_statistics(datasets) -> dict[str, ClassStats]:
+    """Datasets' statistics (evaluation.quantification_stats dicts) summed, attribute by attribute."""
     combined: dict[str, ClassStats] = {}
-    for stats in entry["datasets"].values():
+    for stats in datasets:
         for name in ("gender", "race", "race_fairface", "age_years"):
             if name in stats:
                 part = ClassStats.from_dict(stats[name])
