@@ -123,3 +123,37 @@ def test_unknown_method_is_refused():
     assert "em" in METHODS
     with pytest.raises(ValueError, match="unknown quantification method"):
         estimate_shares("magic", stats, np.array([0, 1]), np.eye(2))
+
+
+def test_statistics_go_into_a_sidecar_and_back(tmp_path):
+    import json
+    import shutil
+
+    from face.errors import ConfigError
+    from face.evaluation import evaluate_folder, quantification_stats, store_quantification_stats
+    from face.heads import AgeReadout, heads_id, read_heads
+    from face.paths import shipped_weights_dir
+    from face.report import model_statistics
+
+    rng = np.random.default_rng(5)
+    n = 400
+    ages = rng.integers(1, 90, n)
+    age = np.exp(-0.5 * ((np.arange(101)[None] - ages[:, None]) / 5) ** 2)
+    race = rng.dirichlet(np.ones(7), n)
+    probabilities = {"age": age / age.sum(1, keepdims=True), "gender": rng.dirichlet(np.ones(2), n), "race": race}
+    labels = {"age": ages, "gender": rng.integers(0, 2, n), "race": rng.integers(0, 5, n), "race7": np.where(rng.random(n) < 0.5, rng.integers(0, 7, n), -1)}
+    stats = quantification_stats(probabilities, labels, AgeReadout())
+    assert stats["faces"] == n and set(stats) == {"faces", "gender", "race", "race_fairface", "age_years"}
+    shipped = shipped_weights_dir() / "dlib-resnet-keras-finetuned.keras"
+    heads = tmp_path / shipped.name
+    shutil.copy(shipped, heads)
+    shutil.copy(shipped.with_suffix(".json"), heads.with_suffix(".json"))
+    store_quantification_stats(heads, "utkface", stats)
+    store_quantification_stats(heads, "fairface", stats)
+    metadata = json.loads(heads.with_suffix(".json").read_text())
+    assert set(metadata["quantification"]["datasets"]) == {"utkface", "fairface"}
+    combined = model_statistics(metadata, heads_id(read_heads(heads)))
+    assert combined["gender"].counted.sum() == 2 * n and combined["age_years"].counted.shape == (101, 101)
+    assert len(heads.with_suffix(".json").read_bytes()) < 300_000
+    with pytest.raises(ConfigError, match="--store-stats needs --split validation"):
+        evaluate_folder(tmp_path, tmp_path / "r.json", heads=heads, store_stats=True, split="all")
