@@ -191,3 +191,14 @@ def test_a_person_tracked_across_video_frames_is_counted_once(tmp_path):
     summary = json.loads(howold("report", "clip.jsonl", cwd=tmp_path).stdout)
     assert summary["faces"] == 1 and summary["tracked"] == 1 and summary["images"] == frames // 2
     assert "tracked across frames counted once" in (tmp_path / "clip.html").read_text()
+
+
+def test_groups_are_folders_under_what_was_analysed():
+    from face.report import _common_root, _group_key
+
+    sources = ["archive/1990/party/a.jpg", "archive/1990/b.jpg", "archive/1991/trip/day1/c.jpg", "archive/d.jpg"]
+    root = _common_root(sources)
+    assert root == ("archive",)
+    assert [_group_key(s, root, "folder") for s in sources] == ["1990", "1990", "1991", "."]
+    assert [_group_key(s, root, "2") for s in sources] == ["1990/party", "1990", "1991/trip", "."]
+    assert _group_key("archive/1990/b.jpg", root, None) == ""
