@@ -19,7 +19,7 @@ from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetect
 from .errors import ExportError, HowoldError, WeightsError
 from .images import ImageInput, describe, load_image
 from .model import TrainedHeads, read_heads
-from .model_files import default_heads_path, onnx_export_of
+from .model_files import default_heads_path, heads_id, onnx_export_of
 from .readout import AgeReadout, interpret
 from .runtimes import DEFAULT_RUNTIME, Runtime, create_runtime
 
@@ -73,6 +73,7 @@ class Analyzer:
         if runtime == "keras" or onnx_export_of(self.heads) is None:  # an exported graph holds the backbone itself
             self.heads.check_backbone(self.backbone, heads_path)
         self.age_readout: AgeReadout = AgeReadout.from_metadata(self.heads.metadata, age_readout)
+        self.model_id = heads_id(self.heads)  # each results line says which model read its faces
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")
@@ -165,7 +166,7 @@ class Analyzer:
             yield from self._analyze_chunk(chunk, batch_size, crop)
 
     def _analyze_chunk(self, sources: list[ImageInput], batch_size: int, crop: bool) -> list[dict]:
-        results = [{"source": describe(source)} for source in sources]
+        results = [{"source": describe(source), "model": self.model_id} for source in sources]
 
         def loaded():  # lazily, so that only one decoded image is held at a time
             for source, result in zip(sources, results):

@@ -13,7 +13,7 @@ from .runtimes import list_runtimes  # light: ONNX Runtime is imported only when
 
 DETECTORS = list_detectors()
 RUNTIMES = list_runtimes()
-COMMANDS_WITHOUT_TENSORFLOW = {"backbones"}
+COMMANDS_WITHOUT_TENSORFLOW = {"backbones", "report"}
 
 
 def _at_least_one(text: str) -> int:
@@ -83,23 +83,9 @@ def cmd_video(args) -> int:
     from .video import analyze_video
 
     source = int(args.source) if args.source.isdigit() else args.source
-    summary = analyze_video(_analyzer(args), source, Path(args.output) if args.output else None, every=args.every, show=False)
+    summary = analyze_video(_analyzer(args), source, Path(args.output) if args.output else None, every=args.every, show=False, json_output=args.output_json)
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def parse_limits(items: list[str] | None) -> int | dict | None:
-    """--limit N (every dataset) or --limit NAME=N (repeatable) as TrainConfig.limit."""
-    from .errors import ConfigError
-
-    if not items:
-        return None
-    try:
-        if len(items) == 1 and "=" not in items[0]:
-            return int(items[0])
-        return {name: int(count) for name, count in (item.split("=", 1) for item in items)}
-    except ValueError:
-        raise ConfigError(f"--limit {' '.join(items)}: want N, or NAME=N per dataset") from None
 
 
 def cmd_train(args) -> int:
@@ -108,7 +94,7 @@ def cmd_train(args) -> int:
     require_keras("howold train")
     from .data import DEFAULT_DATA_DIR
     from .features import AugmentConfig
-    from .training import TrainConfig, headline, train
+    from .training import TrainConfig, headline, parse_limits, train
 
     specs = args.data or [str(DEFAULT_DATA_DIR)]
     config = TrainConfig(
@@ -161,13 +147,34 @@ def cmd_evaluate(args) -> int:
 
     report = evaluate_folder(
         args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
-        detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side,
+        detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side, store_stats=args.store_stats,
     )
     groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
     overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
     print(json.dumps({"overall": overall, **groups}, indent=2))
     print(f"report written to {args.output}")
     return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    summary = write_report(
+        args.results, html=args.html, json_path=args.json, by=args.by, min_confidence=args.min_confidence, age_bands=args.age_bands,
+        heads=args.heads, backbone=args.backbone, crops=not args.no_crops, method=args.method,
+    )
+    if args.json is None and args.html is None:
+        print(json.dumps({k: v for k, v in summary.items() if k != "groups"}, indent=2))
+    for path in (args.html, args.json):
+        if path is not None:
+            print(f"written {path}", file=sys.stderr)
+    return 0
+
+
+def _by(text: str) -> str:
+    if text != "folder" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"want folder or a depth of at least 1, not {text}")
+    return text
 
 
 def cmd_export(args) -> int:
@@ -232,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("source", help="video file, or camera index such as 0")
     video.add_argument("--output", default=None, help="annotated video to write (.mp4)")
     video.add_argument("--every", type=int, default=1, help="detect faces on every Nth frame, track in between")
+    video.add_argument("--output-json", default=None, metavar="FILE", help="results (JSONL) of every analysed frame, each face with its track: `howold report` counts a tracked person once")
     _add_analyzer_options(video)
     video.set_defaults(handler=cmd_video)
 
@@ -282,7 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--chip-side", type=int, default=None, metavar="PX",
         help="shrink every aligned chip to PX px and scale it back up first: how the model does on small faces (the face is about two thirds of PX wide)",
     )
+    evaluate.add_argument(
+        "--store-stats", action="store_true",
+        help="write the statistics `howold report` corrects shares with into the model's sidecar (needs --split validation)",
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser("report", parents=[common], help="shares of age, gender and race in a results file, corrected, with 90%% intervals")
+    report.add_argument("results", help="a results file of `howold analyze --output` (JSONL)")
+    report.add_argument("--html", default=None, metavar="FILE", help="a self-contained page of charts (no network)")
+    report.add_argument("--json", default=None, metavar="FILE", help="the summary as JSON (printed when neither --html nor --json is given)")
+    report.add_argument("--by", default=None, type=_by, metavar="folder|DEPTH", help="a column per folder: the first path component under what was analysed (folder), or the first DEPTH")
+    report.add_argument("--min-confidence", type=float, default=None, metavar="P", help="leave out faces whose detection confidence is below P (the report says how many)")
+    report.add_argument("--age-bands", default="0,3,10,20,30,40,50,60,70", metavar="A,B,...", help="the first age of each band (default 0,3,10,20,30,40,50,60,70; the last is open)")
+    report.add_argument("--no-crops", action="store_true", help="no example faces cropped from the images on the page (privacy)")
+    report.add_argument("--method", default=None, help="quantification method: rpacc (default), pacc, acc, em, or cc (plain counting)")
+    report.add_argument("--heads", default=None, help="the model that made the results (default: the shipped one)")
+    report.add_argument("--backbone", default=None)
+    report.set_defaults(handler=cmd_report)
 
     serve = commands.add_parser("serve", parents=[common], help="the how-old web app and JSON API")
     serve.add_argument("--host", default="127.0.0.1")

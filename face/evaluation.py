@@ -301,6 +301,7 @@ def evaluate_folder(
     split: str = "all",
     age_readout: str = "default",
     chip_side: int | None = None,
+    store_stats: bool = False,
 ) -> dict:
     """Evaluate heads on a labelled folder; writes the JSON report (compute_metrics' keys) and plots.
 
@@ -312,6 +313,9 @@ def evaluate_folder(
     readout to apply (readout.AgeReadout.from_metadata: "default", "raw", or one it lists).
     `chip_side`: every aligned chip is shrunk to this side and scaled back up first, to measure
     the model on faces as small as group photos give (the face is about two thirds of the side).
+    `store_stats`: write the statistics `howold report` corrects shares with
+    (quantification_stats) into the model's sidecar, under this dataset's name; only from the
+    validation side, full-size chips and the default readout, as analyses read faces.
     """
     import json
 
@@ -320,10 +324,12 @@ def evaluate_folder(
     from .errors import ConfigError
     from .features import AugmentConfig, extract_activations
     from .model import load_heads, predict_views
-    from .model_files import default_heads_path
+    from .model_files import default_heads_path, store_quantification_stats
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if store_stats and (split != "validation" or chip_side is not None or age_readout != "default" or limit is not None):
+        raise ConfigError("--store-stats needs --split validation, full-size chips (no --chip-side), the default age readout and no --limit")
     kind, root = parse_data_spec(data_dir)
     dataset = load_named(kind, root, limit=limit)
     whole = dataset
@@ -351,4 +357,31 @@ def evaluate_folder(
     output.parent.mkdir(parents=True, exist_ok=True)
     report["plots"] = [str(p) for p in save_plots(report, probabilities, labels, plots_dir or output.parent / (output.stem + "_plots"), readout=readout)]
     output.write_text(json.dumps(report, indent=2))
+    if store_stats:
+        store_quantification_stats(heads_path, kind, quantification_stats(probabilities, labels, readout))
     return report
+
+
+def quantification_stats(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray], readout: AgeReadout) -> dict:
+    """What `howold report` needs to correct counted shares, from validation faces
+    (quantification.ClassStats each): gender, race (5), race_fairface (7; faces whose label
+    names one), and age_years (101 x 101, exact ages only) from the distribution as `readout`
+    reads it and its point age, as analyses report them."""
+    from .quantification import fit_stats, fit_year_stats
+
+    gender = np.asarray(labels["gender"])
+    stats = {"faces": int(len(gender)), "gender": fit_stats(gender, probabilities["gender"], GENDERS).to_dict()}
+    race = np.asarray(probabilities["race"], np.float64)
+    known = np.asarray(labels["race"]) >= 0
+    stats["race"] = fit_stats(np.asarray(labels["race"])[known], race5_probabilities(race)[known], RACES).to_dict()
+    if race.shape[1] == len(FAIRFACE_RACES):
+        race7 = np.asarray(labels.get("race7", np.full(len(gender), -1)))
+        known = race7 >= 0
+        if known.any():
+            stats["race_fairface"] = fit_stats(race7[known], race[known], FAIRFACE_RACES).to_dict()
+    ages = np.asarray(labels.get("age", np.full(len(gender), -1)))
+    exact = ages >= 0
+    if exact.any():
+        distributions = readout.apply(np.asarray(probabilities["age"], np.float64)[exact])
+        stats["age_years"] = fit_year_stats(ages[exact], readout.point_of(distributions), distributions).to_dict()
+    return stats

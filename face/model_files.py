@@ -40,9 +40,12 @@ def read_sidecar(path: str | Path) -> dict:
 
 
 def write_sidecar(path: str | Path, metadata: dict) -> Path:
-    """Write the sidecar of the model file `path`, keys sorted, so that diffs stay small."""
+    """Write the sidecar of the model file `path` whole (the old one stays if the write fails),
+    keys sorted, so that diffs stay small."""
+    from .atomic import write_text
+
     target = sidecar_path(Path(path))
-    target.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    write_text(target, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return target
 
 
@@ -67,6 +70,13 @@ class ModelFile:
     def boundary(self) -> str | None:
         """The backbone layer whose activations this model takes; None: the backbone's features."""
         return self.metadata.get("boundary")
+
+
+def heads_id(heads: ModelFile) -> str:
+    """A short identity of the heads' weights (16 hex digits of the .keras file's sha256, as
+    the sidecar records it at export): results and statistics say which model made them."""
+    recorded = (heads.metadata.get("onnx") or {}).get("keras_sha256")
+    return (recorded or (file_sha256(heads.path) if heads.path is not None else "unknown"))[:16]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -124,3 +134,15 @@ def readout_entry(metadata: dict, name: str = "default") -> dict:
     if name not in options:
         raise WeightsError(f"unknown age readout {name!r}; this model has {', '.join(['default', 'raw', *options])}")
     return {**entry, **options[name]}
+
+
+def store_quantification_stats(heads_path: str | Path, dataset: str, stats: dict) -> Path:
+    """Put one dataset's quantification statistics (what `howold report` corrects shares with)
+    into the model's sidecar, replacing that dataset's earlier ones, stamped with the heads'
+    identity (`heads_id`)."""
+    heads = ModelFile.read(heads_path)
+    entry = heads.metadata.setdefault("quantification", {"datasets": {}})
+    entry["model"] = heads_id(heads)
+    entry["readout"] = "default"
+    entry["datasets"][dataset] = stats
+    return write_sidecar(heads_path, heads.metadata)

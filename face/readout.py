@@ -12,6 +12,7 @@ import numpy as np
 
 from .data import FAIRFACE_RACES, GENDERS, MAX_AGE, RACE_SETS, RACES
 from .model_files import readout_entry
+from .quantification import encode_distribution
 
 AGES = np.arange(MAX_AGE + 1, dtype=np.float32)
 #: Adience's eight groups (seeds 000/004); gaps between groups go to the nearer group.
@@ -179,6 +180,7 @@ def interpret(outputs: dict[str, np.ndarray], readout: AgeReadout | None = None)
                 "gender_confidence": round(float(gender.max()), 4),
                 "race": RACES[int(race.argmax())],
                 "race_confidences": {name: round(float(p), 4) for name, p in zip(RACES, race)},
+                "age_distribution": encode_distribution(age_probs[i]),
             }
         )
         if races.shape[1] == len(FAIRFACE_RACES):

@@ -45,6 +45,9 @@ class FaceResult(TypedDict, total=False):
     (Asian = East + Southeast Asian, Others = Latino_Hispanic + Middle Eastern), so the two answers agree."""
     race_fairface_confidences: dict[str, float]
     """The probability of each of the seven classes."""
+    age_distribution: list[int]
+    """The age distribution `age` and `age_interval` are read from: 101 whole numbers, the per-mille
+    probability of each year 0..100 (they sum to about 1000). `howold report` sums them into age bands."""
 
 
 class StreamResult(TypedDict, total=False):
@@ -52,6 +55,9 @@ class StreamResult(TypedDict, total=False):
 
     source: str
     """The path as given, or a description of an in-memory image."""
+    model: str
+    """Which model read the faces: 16 hex digits of its weights' sha256 (`model_files.heads_id`). `howold report`
+    corrects shares with that model's statistics, so it refuses a file mixing models. Older files lack it."""
     faces: list[FaceResult]
     """The image's faces, as `Analyzer.analyze` gives them; absent when `error` is set."""
     error: str

@@ -22,6 +22,7 @@ import numpy as np
 from .atomic import replacing, write_text
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
+from .errors import ConfigError
 from .checkpoints import resumable_writes, run_callbacks, save_named
 from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
 from .features import AugmentConfig, StackedArrays, extract_activations
@@ -117,8 +118,6 @@ def load_parts(config: TrainConfig) -> list[DataPart]:
         offset += len(dataset)
     kinds = [part.kind for part in parts]
     if len(set(kinds)) != len(kinds):
-        from .errors import ConfigError
-
         raise ConfigError(f"--data names a dataset twice ({', '.join(kinds)}); give each once")
     return parts
 
@@ -369,3 +368,15 @@ def _train(config: TrainConfig) -> dict:
     fitted.unlink()
     report["heads_path"] = str(config.resolved_output(backbone))
     return report
+
+
+def parse_limits(items: list[str] | None) -> int | dict | None:
+    """--limit N (every dataset) or --limit NAME=N (repeatable) as TrainConfig.limit."""
+    if not items:
+        return None
+    try:
+        if len(items) == 1 and "=" not in items[0]:
+            return int(items[0])
+        return {name: int(count) for name, count in (item.split("=", 1) for item in items)}
+    except ValueError:
+        raise ConfigError(f"--limit {' '.join(items)}: want N, or NAME=N per dataset") from None

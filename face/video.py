@@ -182,8 +182,13 @@ def analyze_video(
     show: bool = False,
     progress: bool = True,
     tracker: Tracker | None = None,
+    json_output: Path | str | None = None,
 ) -> dict:
     """Annotate a video file or camera (an int index); optionally write an mp4 / show it.
+
+    `json_output`: a results file (JSONL, as `howold analyze --output` writes, started afresh)
+    with a line per analysed frame, each face with its "track": `howold report` counts a
+    person tracked across frames once.
 
     Returns {"frames", "analysed_frames", "tracks", "faces_per_frame_mean", "fps",
     "output", "source"}: `tracks` counts distinct faces followed, `faces_per_frame_mean`
@@ -197,6 +202,7 @@ def analyze_video(
     capture, what = _open(source)
     tracker = tracker or Tracker()
     writer = None
+    results = None
     bar = None
     frames = analysed = detected = 0
     fps_smoothed = 0.0
@@ -219,6 +225,11 @@ def analyze_video(
             writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), rate, (width, height))
             if not writer.isOpened():
                 raise HowoldError(f"{output}: cannot write a video there")
+        if json_output is not None:
+            from .results import ResultsWriter
+
+            Path(json_output).unlink(missing_ok=True)
+            results = ResultsWriter(json_output)
         while ok and frame is not None:
             tick = time.perf_counter()
             if frame.ndim == 2:
@@ -226,7 +237,11 @@ def analyze_video(
             rgb = np.ascontiguousarray(frame[:, :, 2::-1])
             if frames % every == 0:
                 faces = analyzer.analyze(rgb)
-                tracker.update(faces)
+                seen = tracker.update(faces)
+                if results is not None:
+                    boxes = {track.box: track.id for track in seen}
+                    tracked = [{**face, "track": boxes.get(tuple(face["box"]))} for face in faces]
+                    results.write({"source": f"{what}#frame={frames}", "model": getattr(analyzer, "model_id", None), "video": what, "frame": frames, "faces": tracked})
                 analysed += 1
                 detected += len(faces)
             annotated = draw_faces(rgb, [track.face() for track in tracker.visible()], legend=False)
@@ -247,6 +262,8 @@ def analyze_video(
         capture.release()
         if writer is not None:
             writer.release()
+        if results is not None:
+            results.close()
         if bar is not None:
             bar.close()
         if show:
@@ -263,6 +280,7 @@ def analyze_video(
         "faces_per_frame_mean": round(detected / analysed, 3) if analysed else 0.0,
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
         "output": str(output) if output is not None else None,
+        "output_json": str(json_output) if json_output is not None else None,
     }
 
 

@@ -56,7 +56,7 @@ def test_stream_of_face_crops_is_analyze_with_crop(analyzer, photos):
     few = [str(p) for p in photos if p.name in ("blank.png", "fake.jpg", "photo_000.png", "photo_001.jpg")]
     streamed = list(analyzer.analyze_stream(few, batch_size=3, crop=True))
     assert "error" in streamed[1] and len(streamed[0]["faces"]) == 1  # blank: the whole image is the face
-    one_by_one = [{"source": p, "faces": analyzer.analyze(p, crop=True)} for p in few if not p.endswith("fake.jpg")]
+    one_by_one = [{"source": p, "model": analyzer.model_id, "faces": analyzer.analyze(p, crop=True)} for p in few if not p.endswith("fake.jpg")]
     assert_same_results([r for r in streamed if "faces" in r], one_by_one)
 
 

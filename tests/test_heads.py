@@ -190,6 +190,7 @@ def test_interpret_rounds_each_field_as_documented():
         "gender_confidence": 0.8765,  # 0.876544
         "race": "Asian",
         "race_confidences": {"White": 0.1111, "Black": 0.2222, "Asian": 0.3333, "Indian": 0.2, "Others": 0.1333},
+        "age_distribution": [0] * 30 + [350, 333, 0, 0, 0, 0, 317] + [0] * 64,  # per mille, for `howold report`
     }
     assert all(type(v) is float for v in [face["age"], *face["age_interval"], face["age_group_confidence"], face["gender_confidence"], *face["race_confidences"].values()])
 
