@@ -16,6 +16,7 @@ BACKBONES: Registry[Backbone] = Registry("backbone", {
     "dlib-resnet": "face.backbones.dlib_resnet:DlibResNet",
     "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
+    "vggface2-facenet": "face.backbones.vggface2_facenet:VGGFace2FaceNet",
     "levi-hassner": "face.backbones.levi_hassner:LeviHassner",
     "finetuned-features": "face.backbones.finetuned_features:FineTunedFeatures",
 })
