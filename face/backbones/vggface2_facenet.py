@@ -351,8 +351,8 @@ def standardise(chips: np.ndarray) -> np.ndarray:
     axes = tuple(range(1, x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     std = x.std(axis=axes, keepdims=True)
-    count = np.prod(x.shape[1:])
-    return (x - mean) / np.maximum(std, 1.0 / np.sqrt(count))
+    floor = np.float32(1.0 / np.sqrt(np.prod(x.shape[1:])))
+    return (x - mean) / np.maximum(std, floor)
 
 
 # --- the backbone ----------------------------------------------------------------------
