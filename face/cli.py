@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], help="train the heads on UTKFace and/or FairFace")
     train.add_argument(
         "--data", action="append", default=None, metavar="[NAME=]DIR",
-        help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops) or fairface=DIR (FairFace's CSV layout); "
+        help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops), fairface=DIR (FairFace's CSV layout) or fairface-extra=DIR (more FairFace images, all for training); "
         f"a bare DIR is guessed from its content (default {DEFAULT_DATA_DIR})",
     )
     train.add_argument("--crop-detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector for loose crops (FairFace's) before alignment")
