@@ -356,3 +356,24 @@ def test_heads_trained_on_it_analyse_a_photo(tiny_utkface, tmp_path: Path, monke
     analyzer = Analyzer(backbone="vggface2-facenet", heads=output)
     faces = analyzer.analyze(REPO / "face" / "assets" / "astronaut.png")
     assert len(faces) >= 1 and all(0 <= face["age"] <= 120 for face in faces)
+
+
+def test_unfreezing_its_last_block(tiny_utkface, tmp_path: Path, monkeypatch) -> None:
+    """One phase of --unfreeze 1 on the real graph: the cut below the last Block8, its boundary
+    cache, and a model file from the boundary to the heads that the Analyzer runs."""
+    from face import Analyzer
+    from face.features import AugmentConfig
+    from face.training import TrainConfig
+    from face.unfreezing import fine_tune
+
+    monkeypatch.setenv(facenet.ENV_VAR, str(real_graph()))
+    output = tmp_path / "finetuned.keras"
+    config = TrainConfig(
+        datasets=(f"utkface={tiny_utkface}",), backbone="vggface2-facenet", output=output, logs_dir=tmp_path / "logs", run_name="ft",
+        epochs=2, batch_size=8, validation_fraction=0.25, augment=AugmentConfig(views=2), unfreeze=("1",), unfreeze_epochs=1,
+        unfreeze_batch_size=8, progress=False, cache_root=tmp_path / "cache",
+    )
+    report = fine_tune(config)
+    assert [phase["boundary"] for phase in report["phases"]] == [facenet.keras_name("InceptionResnetV1/Repeat_2/block8_5/Relu")]
+    faces = Analyzer(backbone="vggface2-facenet", heads=output).analyze(REPO / "face" / "assets" / "astronaut.png")
+    assert len(faces) >= 1 and all(0 <= face["age"] <= 120 for face in faces)
