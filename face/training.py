@@ -47,7 +47,7 @@ from .heads import (
 @dataclass
 class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
-    #: several datasets, each "NAME=DIR" (utkface, fairface) or a bare DIR; empty: data_dir alone
+    #: several datasets, each "NAME=DIR" (utkface, fairface, fairface-extra) or a bare DIR; empty: data_dir alone
     datasets: tuple = ()
     #: the face detector for datasets of loose crops (FairFace's)
     detector: str = DEFAULT_CROP_DETECTOR
