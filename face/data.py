@@ -190,11 +190,15 @@ class DatasetKind:
     loose_crops: bool
     #: for loose crops: the margin around the face, as a fraction of its side (fallback box)
     margin: float = 0.0
+    #: every image goes to training, none to validation: more of a dataset another name
+    #: already validates on (fairface-extra: FairFace images beyond those of `fairface`)
+    train_only: bool = False
 
 
 DATASETS: dict[str, DatasetKind] = {
     "utkface": DatasetKind(load_dataset, loose_crops=False),
     "fairface": DatasetKind(load_fairface, loose_crops=True, margin=FAIRFACE_MARGIN),
+    "fairface-extra": DatasetKind(load_fairface, loose_crops=True, margin=FAIRFACE_MARGIN, train_only=True),
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import WeightsError
+from .paths import file_sha256
 
 CHUNK_SIZE = 1 << 16
 TIMEOUT_S = 60.0
@@ -26,11 +27,12 @@ class DownloadError(WeightsError):
     """A download failed: HTTP error, no connection, or the wrong number of bytes arrived."""
 
 
-def download(url: str, destination: Path, expected_size: int | None = None, progress: bool = True) -> Path:
+def download(url: str, destination: Path, expected_size: int | None = None, progress: bool = True, sha256: str | None = None) -> Path:
     """Fetch `url` to `destination` atomically and return `destination`.
 
     The size is checked against `expected_size` when given, and against the server's
-    Content-Length when it sends one (urllib does not raise when a connection drops early).
+    Content-Length when it sends one (urllib does not raise when a connection drops early);
+    the content against `sha256` (hex) when given: a pinned file from a public index.
     Any failure, including Ctrl-C, removes the temporary file and leaves `destination` as it was.
     """
     destination = Path(destination)
@@ -47,6 +49,10 @@ def download(url: str, destination: Path, expected_size: int | None = None, prog
         if expected_size is not None and received != expected_size:
             problem = "is incomplete" if received < expected_size else "has the wrong size"
             raise DownloadError(f"download of {url} {problem}: got {received:,} bytes, expected {expected_size:,}")
+        if sha256 is not None:
+            found = file_sha256(temporary)
+            if found != sha256.lower():
+                raise DownloadError(f"download of {url} has sha256 {found}, expected {sha256.lower()}: not the pinned file")
         os.replace(temporary, destination)
     except BaseException:
         temporary.unlink(missing_ok=True)

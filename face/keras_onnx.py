@@ -127,6 +127,11 @@ class _Translator:
             return [self._activation(layer, x[0])]
         if kind == "Add":
             return [g.node("Sum", x, hint)]
+        if kind == "Concatenate":  # channels: the last axis in Keras, axis 1 here
+            rank = len(node.input_tensors[0].shape)
+            if layer.axis not in (-1, rank - 1) or rank != 4:
+                raise ExportError(f"layer {layer.name!r}: only concatenation of image channels can be exported")
+            return [g.node("Concat", x, hint, axis=1)]
         if kind == "Rescaling":
             scaled = g.node("Mul", [x[0], g.constant(np.array(layer.scale, np.float32), "scale")], hint)
             return [g.node("Add", [scaled, g.constant(np.array(layer.offset, np.float32), "offset")], hint)]

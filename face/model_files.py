@@ -9,11 +9,11 @@ Plain files and JSON: no Keras, TensorFlow or ONNX here, so every path can stand
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from .errors import WeightsError
+from .paths import file_sha256
 
 #: The name of the model `heads.build_heads` makes; a fine-tuned model holds it nested.
 HEADS_MODEL_NAME = "howold_heads"
@@ -77,14 +77,6 @@ def heads_id(heads: ModelFile) -> str:
     the sidecar records it at export): results and statistics say which model made them."""
     recorded = (heads.metadata.get("onnx") or {}).get("keras_sha256")
     return (recorded or (file_sha256(heads.path) if heads.path is not None else "unknown"))[:16]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_heads_path(backbone, frozen: bool = False) -> Path:

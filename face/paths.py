@@ -1,6 +1,7 @@
-"""Where howold keeps downloaded weights and feature caches."""
+"""Where howold keeps downloaded weights and feature caches, and what identifies a file."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -23,3 +24,13 @@ def shipped_weights_dir() -> Path:
     from importlib.resources import files
 
     return Path(str(files("face.weights")))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MB blocks: pinned downloads and model files are
+    known by it."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import replacing, write_text
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
-from .data import DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
+from .data import DATASETS, DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
 from .errors import ConfigError
 from .checkpoints import resumable_writes, run_callbacks, save_named
 from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
@@ -43,7 +43,7 @@ from .model import predict_views
 @dataclass
 class TrainConfig:
     data_dir: Path = DEFAULT_DATA_DIR
-    #: several datasets, each "NAME=DIR" (utkface, fairface) or a bare DIR; empty: data_dir alone
+    #: several datasets, each "NAME=DIR" (utkface, fairface, fairface-extra) or a bare DIR; empty: data_dir alone
     datasets: tuple = ()
     #: the face detector for datasets of loose crops (FairFace's)
     detector: str = DEFAULT_CROP_DETECTOR
@@ -113,7 +113,7 @@ def load_parts(config: TrainConfig) -> list[DataPart]:
     parts, offset = [], 0
     for kind, root in config.data_specs():
         dataset = load_named(kind, root, limit=config.limit.get(kind) if isinstance(config.limit, dict) else config.limit)
-        train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config)
+        train_set, validation_set, train_rows, validation_rows = split_rows(dataset, config, DATASETS[kind].train_only)
         parts.append(DataPart(kind, dataset, train_set, validation_set, offset, train_rows + offset, validation_rows + offset))
         offset += len(dataset)
     kinds = [part.kind for part in parts]
@@ -146,6 +146,8 @@ def validation_report(parts: list[DataPart], probabilities: dict[str, np.ndarray
     report = compute_metrics(probabilities, mixture_labels([part.validation for part in parts]))
     report["datasets"], start = {}, 0
     for part in parts:
+        if not len(part.validation):  # a train-only dataset
+            continue
         stop = start + len(part.validation)
         report["datasets"][part.kind] = compute_metrics({k: v[start:stop] for k, v in probabilities.items()}, part.validation.labels())
         report["datasets"][part.kind]["faces"] = box_counts(part.dataset, config.detector, config.cache_root)
@@ -245,9 +247,9 @@ def headline(report: dict) -> dict:
 HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": [set_accuracy]}
 
 
-def split_rows(dataset, config: TrainConfig):
-    """The train and validation subsets and their row numbers in `dataset`."""
-    train_set, validation_set = split_dataset(dataset, config.validation_fraction, config.seed)
+def split_rows(dataset, config: TrainConfig, train_only: bool = False):
+    """The train and validation subsets and their row numbers in `dataset` (`train_only`: all train)."""
+    train_set, validation_set = (dataset, dataset.subset([])) if train_only else split_dataset(dataset, config.validation_fraction, config.seed)
     index_of = {face.path: i for i, face in enumerate(dataset.faces)}
     train_rows = np.array([index_of[f.path] for f in train_set.faces], dtype=np.int64)
     validation_rows = np.array([index_of[f.path] for f in validation_set.faces], dtype=np.int64)

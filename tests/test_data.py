@@ -156,7 +156,7 @@ def test_a_bare_folder_is_utkface_unless_it_holds_fairfaces_csv(tmp_path):
     assert parse_data_spec("some/dir=1") == ("utkface", Path("some/dir=1"))  # a path, not a name
     with pytest.raises(DatasetError) as unknown:
         parse_data_spec("celeba=faces")
-    assert str(unknown.value) == "--data celeba=faces: unknown dataset 'celeba'; choose one of utkface, fairface"
+    assert str(unknown.value) == "--data celeba=faces: unknown dataset 'celeba'; choose one of utkface, fairface, fairface-extra"
 
 
 def test_load_named_reads_each_kind_with_its_limit(tiny_utkface):
@@ -166,7 +166,7 @@ def test_load_named_reads_each_kind_with_its_limit(tiny_utkface):
     assert len(load_named("utkface", tiny_utkface)) == 24
     with pytest.raises(DatasetError) as unknown:
         load_named("celeba", tiny_utkface)
-    assert str(unknown.value) == "unknown dataset 'celeba'; choose one of utkface, fairface"
+    assert str(unknown.value) == "unknown dataset 'celeba'; choose one of utkface, fairface, fairface-extra"
 
 
 @pytest.mark.parametrize("age, bin_", [(0, 0), (2, 0), (3, 1), (9, 1), (10, 2), (19, 2), (20, 3), (69, 7), (70, 8), (99, 8), (100, 8), (101, 8), (116, 8)])

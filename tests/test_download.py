@@ -112,3 +112,15 @@ def test_failed_download_keeps_previous_file(served: FileServer, tmp_path: Path)
         download(served.url("blob.bin", route="truncated"), destination, progress=False)
     assert destination.read_bytes() == b"old, good copy"
     assert leftovers(tmp_path) == ["blob.bin", "served"]
+
+
+def test_pinned_sha256(served: FileServer, tmp_path: Path) -> None:
+    import hashlib
+
+    destination = tmp_path / "blob.bin"
+    download(served.url("blob.bin"), destination, progress=False, sha256=hashlib.sha256(PAYLOAD).hexdigest().upper())
+    assert destination.read_bytes() == PAYLOAD
+    destination.unlink()
+    with pytest.raises(DownloadError, match=r"has sha256 [0-9a-f]{64}, expected a{64}: not the pinned file"):
+        download(served.url("blob.bin"), destination, progress=False, sha256="a" * 64)
+    assert leftovers(tmp_path) == ["served"]

@@ -202,6 +202,24 @@ def test_training_on_utkface_and_fairface_reports_each(tiny_utkface, tiny_fairfa
     assert len(RACES) == len(evaluation["by_race"])
 
 
+def test_fairface_extra_trains_on_every_image_and_validates_on_none(tiny_utkface, tiny_fairface, tmp_path):
+    from conftest import make_fairface_folder
+
+    extra = make_fairface_folder(tmp_path / "fairface2", 10, seed=1)
+    output = tmp_path / "heads.keras"
+    config = TrainConfig(
+        datasets=(f"utkface={tiny_utkface}", f"fairface={tiny_fairface}", f"fairface-extra={extra}"), detector="hog", backbone="dlib-resnet-keras",
+        output=output, logs_dir=tmp_path / "logs", epochs=1, batch_size=8, validation_fraction=0.25, augment=AugmentConfig(views=2), progress=False,
+        cache_root=tmp_path / "cache",
+    )
+    report = train(config)
+    # the validation parts are those of the same run without the extra folder: figures compare
+    assert set(report["datasets"]) == {"utkface", "fairface"} and report["n"] == 10
+    training = json.loads(output.with_suffix(".json").read_text())["training"]
+    assert training["datasets"]["fairface-extra"] == {"data": str(extra), "train_images": 10, "validation_images": 0, "skipped_names": 0}
+    assert training["datasets"]["fairface"]["train_images"] == 12 and training["train_images"] == 18 + 12 + 10
+
+
 def test_loose_crops_train_on_the_chips_the_analyzer_cuts(tiny_fairface, tmp_path):
     """A FairFace crop's training chip is warped on YuNet's landmarks, as the Analyzer warps a
     photo's face, not re-aligned by dlib inside the box."""

@@ -6,8 +6,10 @@ created, so using the dlib backbone never loads TensorFlow.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .base import INPUT_LAYER, Backbone, ChipSpec, KerasBackbone
 
@@ -16,6 +18,7 @@ BACKBONES: Registry[Backbone] = Registry("backbone", {
     "dlib-resnet": "face.backbones.dlib_resnet:DlibResNet",
     "dlib-resnet-keras": "face.backbones.dlib_resnet_keras:DlibResNetKeras",
     "vggface2-resnet50": "face.backbones.vggface2_resnet50:VGGFace2ResNet50",
+    "vggface2-facenet": "face.backbones.vggface2_facenet:VGGFace2FaceNet",
     "levi-hassner": "face.backbones.levi_hassner:LeviHassner",
     "finetuned-features": "face.backbones.finetuned_features:FineTunedFeatures",
 })
@@ -43,4 +46,13 @@ def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     return BACKBONES.create(name, **kwargs)
 
 
-__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "list_backbones", "register_backbone"]
+def fetch_weights(name: str, source: str | None = None) -> Path:
+    """Put backbone `name`'s weights into the cache (`howold fetch`), from `source` if given:
+    for backbones whose weights neither ship with howold nor come with dlib."""
+    fetch = getattr(backbone_factory(name), "fetch_weights", None)
+    if fetch is None:
+        raise ConfigError(f"backbone {name!r} has nothing to fetch (its weights come with it or with dlib)")
+    return fetch(source)
+
+
+__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "fetch_weights", "list_backbones", "register_backbone"]
