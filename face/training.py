@@ -24,7 +24,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DATASETS, DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
 from .errors import ConfigError
 from .checkpoints import resumable_writes, run_callbacks, save_named
-from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics
+from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics, quantification_stats
 from .features import AugmentConfig, StackedArrays, extract_activations
 from .heads import (
     HeadsConfig,
@@ -153,6 +153,20 @@ def validation_report(parts: list[DataPart], probabilities: dict[str, np.ndarray
         report["datasets"][part.kind]["faces"] = box_counts(part.dataset, config.detector, config.cache_root)
         start = stop
     return report
+
+
+def store_validation_stats(heads_path: Path, parts: list[DataPart], probabilities: dict[str, np.ndarray]) -> None:
+    """Each dataset's quantification statistics (what `howold report` corrects shares with), from
+    the saved model's validation probabilities, into its sidecar: a trained model carries its own."""
+    from .model_files import ModelFile, store_quantification_stats
+    from .readout import AgeReadout
+
+    readout, start = AgeReadout.from_metadata(ModelFile.read(heads_path).metadata), 0
+    for part in (part for part in parts if len(part.validation)):
+        stop = start + len(part.validation)
+        stats = quantification_stats({k: v[start:stop] for k, v in probabilities.items()}, part.validation.labels(), readout)
+        store_quantification_stats(heads_path, part.kind, stats)
+        start = stop
 
 
 def predict_rows(model, values, rows: np.ndarray, views: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -362,10 +376,11 @@ def _train(config: TrainConfig) -> dict:
         fit_seconds = fit_heads(heads_config, config, train_x, train_y, (validation_x, validation_y), best_path)
         write_text(fitted, json.dumps({"fit_seconds": fit_seconds}))
     best = keras.models.load_model(best_path, compile=False)
-    report = validation_report(parts, predict_rows(best, features, validation_rows, config.validation_views), config)
+    probabilities = predict_rows(best, features, validation_rows, config.validation_views)
+    report = validation_report(parts, probabilities, config)
     training = training_metadata(config, parts, feature_seconds=round(extraction_seconds, 1), fit_seconds=round(fit_seconds, 1))
-    metadata = model_metadata(backbone, heads_config, training, report)
-    save_named(best, config.resolved_output(backbone), metadata)
+    save_named(best, config.resolved_output(backbone), model_metadata(backbone, heads_config, training, report))
+    store_validation_stats(config.resolved_output(backbone), parts, probabilities)
     write_text(run_dir / "validation_report.json", json.dumps(report, indent=2))
     fitted.unlink()
     report["heads_path"] = str(config.resolved_output(backbone))

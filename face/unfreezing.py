@@ -58,6 +58,7 @@ from .training import (
     mixture_rows,
     model_metadata,
     predict_rows,
+    store_validation_stats,
     train,
     training_metadata,
     validation_report,
@@ -318,10 +319,12 @@ def _fine_tune(config: TrainConfig) -> dict:
 
     last_boundary = boundaries[phases[-1]]
     model, _ = phase_model(backbone, last_boundary, heads)
-    report = validation_report(parts, predict_rows(model, activations[last_boundary], validation_rows, config.validation_views), config)
+    probabilities = predict_rows(model, activations[last_boundary], validation_rows, config.validation_views)
+    report = validation_report(parts, probabilities, config)
     training = training_metadata(config, parts, extraction_seconds=round(extraction_seconds, 1), phases=phase_reports)
     metadata = model_metadata(backbone, heads_config, training, report, boundary=last_boundary, input_shape=list(backbone.layer_shape(last_boundary)))
     save_named(model, output, metadata)
+    store_validation_stats(output, parts, probabilities)
     write_text(config.run_dir() / "validation_report.json", json.dumps(report, indent=2))
     report["heads_path"] = str(output)
     report["phases"] = phase_reports

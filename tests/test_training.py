@@ -70,6 +70,15 @@ def test_train_writes_heads_sidecar_logs_and_report(tiny_utkface, tmp_path):
     assert json.loads((tmp_path / "logs" / "dlib-resnet-keras" / "validation_report.json").read_text())["age_mae"] == report["age_mae"]
     assert metadata["backbone"]["backbone"] == "dlib-resnet-keras" and metadata["classes"]["race"][0] == "White"
     assert metadata["training"]["train_images"] == 18 and metadata["validation"]["n"] == 6
+    # the statistics `howold report` corrects shares with, from the same validation faces, of these weights
+    from face.model_files import ModelFile, heads_id
+    from face.quantification import ClassStats
+
+    stats = metadata["quantification"]
+    assert stats["model"] == heads_id(ModelFile.read(output)) and list(stats["datasets"]) == ["utkface"]
+    assert stats["datasets"]["utkface"]["faces"] == 6
+    assert ClassStats.from_dict(stats["datasets"]["utkface"]["gender"]).counted.sum() == 6
+    assert ClassStats.from_dict(stats["datasets"]["utkface"]["age_years"]).counted.sum() == 6
     assert heads.predict(np.zeros((1, 128), np.float32))["age"].shape == (1, 101)
     run = tmp_path / "logs" / "dlib-resnet-keras"
     assert len(list(csv.DictReader((run / "history.csv").open()))) == 3
