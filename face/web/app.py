@@ -190,7 +190,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
 
         augment = tuple(option for option in TTA_CHOICES if option in tta) if tta else DEFAULT_TTA
         try:
-            result = await admission.run(lambda: pool.analyze(data, chosen, selected, augment), config.request_timeout_s)
+            result = await admission.run(lambda: pool.analyze(data, selected, augment, chosen), config.request_timeout_s)
         except _Busy:
             raise HTTPException(503, "too many requests are waiting; try again later", headers={"Retry-After": str(admission.retry_after())}) from None
         except _TimedOut:

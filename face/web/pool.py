@@ -42,7 +42,7 @@ class AnalyzerPool:
         self.backbone_name: Optional[str] = None
         self.default_model: Optional[str] = None  # the server's model's name, once loaded
         self._catalogue: Optional[list] = None
-        self._analyzers: dict[tuple[Optional[str], str, tuple[str, ...]], Any] = {}
+        self._analyzers: dict[tuple, Any] = {}  # (detector, tta) for the server's own model, (detector, tta, name) for another
         self._build_lock = threading.RLock()  # re-entered: a TTA variant builds its base analyzer first
         self._model_lock = threading.Lock()
         self._pending: list[_Job] = []
@@ -52,7 +52,7 @@ class AnalyzerPool:
         """Build the default detector's analyzer (blocking; called from a thread at start-up)."""
         started = time.perf_counter()
         try:
-            analyzer = self.get(None, self.config.detector, ())
+            analyzer = self.get(self.config.detector, ())
             analyzer.warm_up()  # no request pays for tracing a face count it has not met before
         except Exception as error:  # noqa: BLE001 - any failure is reported by /api/health
             self.status, self.error = "failed", f"{type(error).__name__}: {error}"
@@ -73,7 +73,7 @@ class AnalyzerPool:
         from ..catalogue import list_models, read_entry
 
         models = list_models()
-        own = self._analyzers.get((None, self.config.detector, ()))
+        own = self._analyzers.get((self.config.detector, ()))
         if own is not None and own.model_name not in {entry.name for entry in models}:
             models.append(read_entry(own.heads.path))
         if self.status == "ready":  # the server's own model is known
@@ -90,8 +90,8 @@ class AnalyzerPool:
             raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(known)}")
         return name
 
-    def get(self, model: Optional[str], detector: str, tta: tuple[str, ...]):
-        key = (model, detector, tta)
+    def get(self, detector: str, tta: tuple[str, ...], model: Optional[str] = None):
+        key = (detector, tta) if model is None else (detector, tta, model)
         analyzer = self._analyzers.get(key)
         if analyzer is not None:
             return analyzer
@@ -99,7 +99,7 @@ class AnalyzerPool:
             if key in self._analyzers:
                 return self._analyzers[key]
             if tta:
-                analyzer = copy.copy(self.get(model, detector, ()))
+                analyzer = copy.copy(self.get(detector, (), model))
                 analyzer.tta = tta
             else:
                 from ..analyzer import Analyzer
@@ -116,12 +116,12 @@ class AnalyzerPool:
     def _shared_backbone(self, name: Optional[str]):
         """A backbone already loaded to share: the one called `name`, or (None) the server's
         own model's; None when there is none yet."""
-        for (model, _, _), analyzer in self._analyzers.items():
-            if (analyzer.backbone.name == name) if name is not None else model is None:
+        for key, analyzer in self._analyzers.items():
+            if (analyzer.backbone.name == name) if name is not None else len(key) == 2:
                 return analyzer.backbone
         return None
 
-    def analyze(self, data: bytes, model: Optional[str], detector: str, tta: tuple[str, ...]) -> dict:
+    def analyze(self, data: bytes, detector: str, tta: tuple[str, ...], model: Optional[str] = None) -> dict:
         """Decode and analyse one upload (blocking). Raises ImageError for a bad image.
 
         Uploads that wait for the model are analysed together: whichever thread gets the
@@ -130,7 +130,7 @@ class AnalyzerPool:
         runs under the lock too: on a small machine a decode beside an inference only
         slows TensorFlow's threads down.
         """
-        job = _Job(data, (model, detector, tta))
+        job = _Job(data, (detector, tta, model))
         with self._pending_lock:
             self._pending.append(job)
         with self._model_lock:
