@@ -88,3 +88,12 @@ def test_models_get_their_own_analyzer_and_share_a_loaded_backbone(pool: Analyze
     # both models sit on dlib-resnet-keras: the second analyzer took the first one's backbone
     assert pool.get("yunet", (), "dlib-resnet").backbone is pool.get("yunet", ()).backbone
     assert pool.model_key("dlib-resnet-keras-finetuned") is None  # the server's own, by name
+
+
+def test_a_server_model_chosen_by_name_is_its_default() -> None:
+    pool = AnalyzerPool(WebConfig(model="dlib-resnet"))
+    pool.load()
+    assert pool.status == "ready", pool.error
+    assert pool.default_model == "dlib-resnet" and pool.model_key("dlib-resnet") is None
+    assert pool.model_key("dlib-resnet-keras-finetuned") == "dlib-resnet-keras-finetuned"
+    assert pool.analyze(astronaut_jpeg(), "yunet", ())["model"] == "dlib-resnet"
