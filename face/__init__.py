@@ -5,6 +5,7 @@
 """
 from .analyzer import Analyzer
 from .backbones import create_backbone, list_backbones, register_backbone
+from .catalogue import list_models
 from .errors import DatasetError, HowoldError, ImageError, WeightsError
 from .model import load_heads
 from .images import load_image
@@ -18,6 +19,7 @@ __all__ = [
     "WeightsError",
     "create_backbone",
     "list_backbones",
+    "list_models",
     "load_heads",
     "load_image",
     "register_backbone",

@@ -16,7 +16,7 @@ from .alignment import Aligner, crop_box
 from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .backbones.base import KerasBackbone
 from .detection import DEFAULT_DETECTOR, DEFAULT_MAX_SIDE, Detection, FaceDetector, box_area, clip_box
-from .errors import ExportError, HowoldError, WeightsError
+from .errors import ConfigError, ExportError, HowoldError, WeightsError
 from .images import ImageInput, describe, load_image
 from .model import TrainedHeads, read_heads
 from .model_files import default_heads_path, heads_id, onnx_export_of
@@ -32,6 +32,22 @@ DEFAULT_TTA = ("flip",)
 ALIGNMENTS = ("landmarks", "dlib")
 #: In place of a list of boxes: the image is one face (see `Analyzer.analyze`).
 CROP = "crop"
+
+
+def _model_choice(model, heads, backbone) -> tuple:
+    """(heads, backbone) for the Analyzer: `model`'s (face.catalogue), checked against the
+    `heads` and `backbone` given with it; without a model, those given (default backbone)."""
+    if model is None:
+        return heads, DEFAULT_BACKBONE if backbone is None else backbone
+    from .catalogue import resolve_model
+
+    path, backbone_name = resolve_model(model)
+    if heads is not None and Path(heads).resolve() != path.resolve():
+        raise ConfigError(f"model {str(model)!r} is {path}, not the heads {heads}; give the model or the heads, not both")
+    given = backbone if backbone is None or isinstance(backbone, str) else backbone.name
+    if given is not None and given != backbone_name:
+        raise ConfigError(f"model {str(model)!r} was trained on backbone {backbone_name!r}, not {given!r}; leave the backbone out")
+    return path, backbone_name if backbone is None else backbone
 
 
 def oversample(chips: np.ndarray, size: int) -> np.ndarray:
@@ -50,11 +66,14 @@ class Analyzer:
     file or translates to ONNX; with the exported file neither TensorFlow nor Keras loads.
     `age_readout`: how the age is read from its distribution (readout.AgeReadout.from_metadata:
     "default", the model's own; "raw", the mean of the distribution as the heads give it;
-    or one the model's sidecar lists, e.g. "least-error")."""
+    or one the model's sidecar lists, e.g. "least-error"). `model`: a model's name in
+    `face.catalogue` (`howold models`) or its `.keras` path: its heads and its backbone,
+    so `heads` and `backbone` need not (and must not disagree if) given; without it, the
+    backbone (default dlib-resnet-keras) and its shipped heads, or `heads`."""
 
     def __init__(
         self,
-        backbone: str | Backbone = DEFAULT_BACKBONE,
+        backbone: str | Backbone | None = None,
         detector: str = DEFAULT_DETECTOR,
         heads: str | Path | None = None,
         upsample: int | None = None,
@@ -64,7 +83,9 @@ class Analyzer:
         alignment: str = "landmarks",
         runtime: str | None = None,
         age_readout: str = "default",
+        model: str | Path | None = None,
     ):
+        heads, backbone = _model_choice(model, heads, backbone)
         self.backbone = create_backbone(backbone) if isinstance(backbone, str) else backbone
         heads_path = Path(heads) if heads else default_heads_path(self.backbone)
         if not heads_path.is_file():
@@ -74,6 +95,7 @@ class Analyzer:
             self.heads.check_backbone(self.backbone, heads_path)
         self.age_readout: AgeReadout = AgeReadout.from_metadata(self.heads.metadata, age_readout)
         self.model_id = heads_id(self.heads)  # each results line says which model read its faces
+        self.model_name = heads_path.stem  # its name in the catalogue (face.catalogue)
         unknown = set(tta) - set(TTA_OPTIONS)
         if unknown:
             raise ValueError(f"unknown test-time augmentation {sorted(unknown)}; choose from {TTA_OPTIONS}")

@@ -13,7 +13,7 @@ from .runtimes import list_runtimes  # light: ONNX Runtime is imported only when
 
 DETECTORS = list_detectors()
 RUNTIMES = list_runtimes()
-COMMANDS_WITHOUT_TENSORFLOW = {"backbones", "report"}
+COMMANDS_WITHOUT_TENSORFLOW = {"backbones", "models", "report"}
 
 
 def _at_least_one(text: str) -> int:
@@ -24,6 +24,7 @@ def _at_least_one(text: str) -> int:
 
 
 def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="NAME|PATH", help="a model by name (see `howold models`) or .keras path: its heads and backbone (default: dlib-resnet-keras-finetuned)")
     parser.add_argument("--backbone", default=None, help="backbone name (see `howold backbones`)")
     parser.add_argument("--heads", default=None, help="heads file (.keras); default: the shipped one for the backbone")
     parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help=f"face detector (default {DEFAULT_DETECTOR}; hog and cnn are dlib's)")
@@ -34,12 +35,10 @@ def _add_analyzer_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _analyzer_options(args) -> dict:
-    from .backbones import DEFAULT_BACKBONE
-
     from .analyzer import DEFAULT_TTA
 
     tta = tuple(option for option in args.tta if option != "none") if args.tta else DEFAULT_TTA
-    return dict(backbone=args.backbone or DEFAULT_BACKBONE, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tta, runtime=args.runtime, age_readout=args.age_readout)
+    return dict(model=args.model, backbone=args.backbone, detector=args.detector, heads=args.heads, upsample=args.upsample, tta=tta, runtime=args.runtime, age_readout=args.age_readout)
 
 
 def _analyzer(args):
@@ -142,16 +141,13 @@ def cmd_evaluate(args) -> int:
     from .optional import require_keras
 
     require_keras("howold evaluate")
-    from .evaluation import evaluate_folder
-    from .training import headline
+    from .evaluation import evaluate_folder, printed_summary
 
     report = evaluate_folder(
         args.data, Path(args.output), backbone=args.backbone, heads=args.heads, plots_dir=Path(args.plots) if args.plots else None, limit=args.limit,
         detector=args.crop_detector, split=args.split, age_readout=args.age_readout, chip_side=args.chip_side, store_stats=args.store_stats,
     )
-    groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
-    overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
-    print(json.dumps({"overall": overall, **groups}, indent=2))
+    print(json.dumps(printed_summary(report), indent=2))
     print(f"report written to {args.output}")
     return 0
 
@@ -178,28 +174,29 @@ def _by(text: str) -> str:
 
 
 def cmd_export(args) -> int:
-    from .backbones import DEFAULT_BACKBONE, create_backbone
-    from .model_files import default_heads_path
     from .onnx_export import export_heads
 
-    backbone = create_backbone(args.backbone or DEFAULT_BACKBONE)
-    path = export_heads(args.heads or default_heads_path(backbone), backbone, args.output)
-    print(f"ONNX model written to {path}")
+    print(f"ONNX model written to {export_heads(args.heads, args.backbone, args.output)}")
     return 0
 
 
 def cmd_serve(args) -> int:
     from .web import serve
 
-    return serve(host=args.host, port=args.port, workers=args.workers, backbone=args.backbone, detector=args.detector, heads=args.heads, grace_period=args.grace_period)
+    return serve(host=args.host, port=args.port, workers=args.workers, model=args.model, backbone=args.backbone, detector=args.detector, heads=args.heads, grace_period=args.grace_period)
 
 
 def cmd_backbones(args) -> int:
-    from .backbones import backbone_factory, list_backbones
+    from .backbones import describe_backbones
 
-    for name in list_backbones():
-        stages = getattr(backbone_factory(name), "stages", ())
-        print(f"{name}  (stages: {', '.join(stages)})" if stages else name)
+    print("\n".join(describe_backbones()))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .catalogue import list_models
+
+    print("\n".join(entry.describe() for entry in list_models()))
     return 0
 
 
@@ -320,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--model", default=None, metavar="NAME|PATH", help="the model pages and requests get unless they choose another (see `howold models`)")
     serve.add_argument("--backbone", default=None)
     serve.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     serve.add_argument("--heads", default=None)
@@ -342,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backbones = commands.add_parser("backbones", parents=[common], help="list the registered backbones")
     backbones.set_defaults(handler=cmd_backbones)
+    commands.add_parser("models", parents=[common], help="list the models to choose with --model (shipped, and $HOWOLD_HOME/models)").set_defaults(handler=cmd_models)
     return parser
 
 

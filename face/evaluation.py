@@ -286,6 +286,27 @@ def box_counts(dataset, detector: str, cache_root: Path | None = None) -> dict:
 
 
 #: which faces of a folder `howold evaluate --split` scores: all, or one side of the training split
+HEADLINE = ("n", "age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")
+
+
+def headline(report: dict) -> dict:
+    """A report's headline metrics, plus the under-20s' age error where it has exact ages."""
+    summary = {k: report[k] for k in HEADLINE if k in report}
+    if report.get("under_20", {}).get("n"):
+        summary["under_20"] = report["under_20"]
+    if "faces" in report:
+        summary["faces"] = report["faces"]
+    return summary
+
+
+def printed_summary(report: dict) -> dict:
+    """What `howold evaluate` prints of a report: the headline and calibration figures
+    ("overall"), then each grouping without its calibration table or empty figures."""
+    groups = {key: {name: {k: v for k, v in group.items() if v is not None and k != "gender_calibration"} for name, group in report[key].items()} for key in ("by_race", "by_race7", "by_gender", "by_age_bin") if key in report}
+    overall = {**headline(report), **{k: report[k] for k in ("age_mean_signed_error", "interval_coverage", "gender_confidence_mean", "gender_calibration")}}
+    return {"overall": overall, **groups}
+
+
 SPLITS = ("all", "validation", "train")
 
 

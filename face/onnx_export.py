@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import create_backbone
+from .backbones import DEFAULT_BACKBONE, create_backbone
 from .keras_onnx import ExportError, check_against_keras, export_onnx, translate
 from .model import load_heads
-from .model_files import file_sha256, read_sidecar, write_sidecar
+from .model_files import default_heads_path, file_sha256, read_sidecar, write_sidecar
 from .onnx_session import create_session
 
 __all__ = ["ExportError", "MAX_FILE_BYTES", "export_heads", "export_onnx", "save_model", "store_float16"]
@@ -74,12 +74,18 @@ def save_model(model, path: Path) -> list[Path]:
     return [path, data] if moved else [path]
 
 
-def export_heads(heads_path: str | Path, backbone=None, output: str | Path | None = None) -> Path:
+def export_heads(heads_path: str | Path | None = None, backbone=None, output: str | Path | None = None) -> Path:
     """The whole inference graph of a `.keras` model (the backbone's frozen part, the
     fine-tuned part and the heads: chips in, probabilities out) as an ONNX file beside it
     (default `<name>.onnx`), checked against Keras, and recorded in its sidecar with the
     sha256 of the `.keras` it came from, so that a changed model is not answered from a
-    stale export."""
+    stale export. `backbone`: a Backbone or its name (default: the one the sidecar names);
+    `heads_path` None: the backbone's shipped model (the default backbone's)."""
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone)
+    if heads_path is None:
+        backbone = backbone or create_backbone(DEFAULT_BACKBONE)
+        heads_path = default_heads_path(backbone)
     heads_path = Path(heads_path)
     heads = load_heads(heads_path)
     backbone = backbone or create_backbone(heads.backbone)

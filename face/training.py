@@ -24,7 +24,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from .data import DATASETS, DEFAULT_DATA_DIR, FAIRFACE_RACES, GENDERS, MAX_AGE, RACES, Dataset, load_named, parse_data_spec, split_dataset
 from .errors import ConfigError
 from .checkpoints import resumable_writes, run_callbacks, save_named
-from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics, quantification_stats
+from .evaluation import DEFAULT_CROP_DETECTOR, box_counts, compute_metrics, headline, quantification_stats
 from .features import AugmentConfig, StackedArrays, extract_activations
 from .heads import (
     HeadsConfig,
@@ -243,19 +243,6 @@ def model_metadata(backbone: Backbone, heads_config: HeadsConfig, training: dict
             **({"datasets": {kind: headline(part) for kind, part in report["datasets"].items()}} if "datasets" in report else {}),
         },
     }
-
-
-HEADLINE = ("n", "age_mae", "age_cs5", "age_bin_accuracy", "gender_accuracy", "race_accuracy", "race7_accuracy")
-
-
-def headline(report: dict) -> dict:
-    """A report's headline metrics, plus the under-20s' age error where it has exact ages."""
-    summary = {k: report[k] for k in HEADLINE if k in report}
-    if report.get("under_20", {}).get("n"):
-        summary["under_20"] = report["under_20"]
-    if "faces" in report:
-        summary["faces"] = report["faces"]
-    return summary
 
 
 HEAD_METRICS = {"gender": ["categorical_accuracy"], "race": [set_accuracy]}

@@ -191,7 +191,44 @@ def test_health_when_ready(client):
     assert body["status"] == "ready"
     assert body["detector"] == WebConfig().detector
     assert isinstance(body["backbone"], str) and body["backbone"]
+    assert body["model"] == "dlib-resnet-keras-finetuned"
     assert response.headers["cache-control"] == "no-store"
+
+
+# ---- models -------------------------------------------------------------------------------
+
+
+def test_models_lists_the_shipped_ones_with_the_default_marked(client):
+    response = client.get("/api/models")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    models = {model["name"]: model for model in response.json()["models"]}
+    assert {"dlib-resnet-keras-finetuned", "dlib-resnet"} <= set(models)
+    assert [name for name, model in models.items() if model["default"]] == ["dlib-resnet-keras-finetuned"]
+    assert models["dlib-resnet"]["backbone"] == "dlib-resnet-keras"
+    assert 3 < models["dlib-resnet"]["figures"]["age_mae"] < 8 and 0.85 < models["dlib-resnet"]["figures"]["gender_accuracy"] <= 1
+    assert models["dlib-resnet-keras-finetuned"]["figures"]["dataset"] == "utkface"
+    assert all("path" not in model for model in models.values())  # no file paths of the server
+
+
+def test_a_request_chooses_its_model(client):
+    default = analyze(client, astronaut_jpeg())
+    assert default.status_code == 200 and default.json()["model"] == "dlib-resnet-keras-finetuned"
+    named_default = analyze(client, astronaut_jpeg(), model="dlib-resnet-keras-finetuned").json()
+    assert named_default["faces"] == default.json()["faces"]
+    other = analyze(client, astronaut_jpeg(), model="dlib-resnet")
+    assert other.status_code == 200, other.text
+    body = other.json()
+    assert body["model"] == "dlib-resnet" and len(body["model_id"]) == 16 and body["model_id"] != default.json()["model_id"]
+    assert [f["box"] for f in body["faces"]] == [f["box"] for f in default.json()["faces"]]  # the same detector
+    assert body["faces"][0]["age"] != default.json()["faces"][0]["age"]  # other heads
+    assert client.get("/api/health").json()["model"] == "dlib-resnet-keras-finetuned"  # the default is unchanged
+
+
+def test_an_unknown_model_is_422_naming_the_known_ones(client):
+    response = analyze(client, astronaut_jpeg(), model="no-such-model")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "unknown model 'no-such-model'" in detail and "dlib-resnet" in detail
 
 
 # ---- analysing photos ---------------------------------------------------------------------
@@ -460,6 +497,8 @@ def test_openapi_documents_the_body_and_the_errors(client):
     assert {"200", "400", "413", "415", "422", "500", "503", "504"} <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert {"200", "503"} <= set(spec["paths"]["/api/health"]["get"]["responses"])
+    assert {"200", "500"} <= set(spec["paths"]["/api/models"]["get"]["responses"])
+    assert "model" in {parameter["name"] for parameter in operation["parameters"]}
     assert "/" not in spec["paths"]
 
 

@@ -77,3 +77,23 @@ def test_different_options_are_not_mixed(pool: AnalyzerPool) -> None:
     for thread in threads:
         thread.join(120)
     assert results[()]["timings_ms"]["batched_with"] == 0 and results[("flip",)]["timings_ms"]["batched_with"] == 0
+
+
+def test_models_get_their_own_analyzer_and_share_a_loaded_backbone(pool: AnalyzerPool) -> None:
+    photo = astronaut_jpeg()
+    own = pool.analyze(photo, "yunet", ())
+    other = pool.analyze(photo, "yunet", (), pool.model_key("dlib-resnet"))
+    assert (own["model"], other["model"]) == ("dlib-resnet-keras-finetuned", "dlib-resnet")
+    assert [f["box"] for f in other["faces"]] == [f["box"] for f in own["faces"]] and other["faces"] != own["faces"]
+    # both models sit on dlib-resnet-keras: the second analyzer took the first one's backbone
+    assert pool.get("yunet", (), "dlib-resnet").backbone is pool.get("yunet", ()).backbone
+    assert pool.model_key("dlib-resnet-keras-finetuned") is None  # the server's own, by name
+
+
+def test_a_server_model_chosen_by_name_is_its_default() -> None:
+    pool = AnalyzerPool(WebConfig(model="dlib-resnet"))
+    pool.load()
+    assert pool.status == "ready", pool.error
+    assert pool.default_model == "dlib-resnet" and pool.model_key("dlib-resnet") is None
+    assert pool.model_key("dlib-resnet-keras-finetuned") == "dlib-resnet-keras-finetuned"
+    assert pool.analyze(astronaut_jpeg(), "yunet", ())["model"] == "dlib-resnet"

@@ -113,6 +113,33 @@ def test_page_draws_a_box_and_a_row_per_face(open_page, server, width, height):
     _check_png(shot, width)
 
 
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_page_offers_the_models_and_reads_with_the_chosen_one(open_page, server, width, height):
+    api = httpx.post(server.url + "/api/analyze", params={"model": "dlib-resnet"}, content=astronaut_jpeg(), headers={"content-type": "image/jpeg"}, timeout=120)
+    assert api.status_code == 200, api.text
+
+    page = open_page(width, height)
+    page.wait_for_selector("#model[data-loaded]", timeout=30_000)
+    options = page.eval_on_selector_all("#model option", "options => options.map(o => [o.value, o.selected, o.textContent])")
+    assert {"dlib-resnet-keras-finetuned", "dlib-resnet"} <= {value for value, _, _ in options}
+    assert [value for value, selected, _ in options if selected] == ["dlib-resnet-keras-finetuned"]
+    assert all("gender" in text and "age" in text for _, _, text in options)  # each with its figures
+
+    page.select_option("#model", "dlib-resnet")
+    with page.expect_request(lambda request: "/api/analyze" in request.url) as sent:
+        page.set_input_files("#file-input", files=[{"name": "astronaut.jpg", "mimeType": "image/jpeg", "buffer": astronaut_jpeg()}])
+    assert "model=dlib-resnet" in sent.value.url
+    page.wait_for_selector("#photo[data-faces]", timeout=60_000)
+    assert page.get_attribute("#model-used", "data-model") == "dlib-resnet"
+    assert "dlib-resnet" in page.inner_text("#model-used")
+    first = api.json()["faces"][0]
+    assert page.locator("#results tbody tr").nth(0).locator('[data-field="age"]').inner_text().startswith(str(int(first["age"] + 0.5)))  # Math.round
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page.problems == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"web_page_model_{width}x{height}.png"), full_page=True)
+
+
 def test_page_shows_the_api_error(open_page):
     page = open_page(375, 700)
     page.set_input_files("#file-input", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}])

@@ -46,6 +46,16 @@ def create_backbone(name: str = DEFAULT_BACKBONE, **kwargs) -> Backbone:
     return BACKBONES.create(name, **kwargs)
 
 
+def describe_backbones() -> list[str]:
+    """One line per backbone for `howold backbones`: its name, and the stages progressive
+    unfreezing can open where it has them."""
+    lines = []
+    for name in list_backbones():
+        stages = getattr(backbone_factory(name), "stages", ())
+        lines.append(f"{name}  (stages: {', '.join(stages)})" if stages else name)
+    return lines
+
+
 def fetch_weights(name: str, source: str | None = None) -> Path:
     """Put backbone `name`'s weights into the cache (`howold fetch`), from `source` if given:
     for backbones whose weights neither ship with howold nor come with dlib."""
@@ -55,4 +65,4 @@ def fetch_weights(name: str, source: str | None = None) -> Path:
     return fetch(source)
 
 
-__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "fetch_weights", "list_backbones", "register_backbone"]
+__all__ = ["INPUT_LAYER", "Backbone", "ChipSpec", "KerasBackbone", "DEFAULT_BACKBONE", "backbone_factory", "create_backbone", "describe_backbones", "fetch_weights", "list_backbones", "register_backbone"]

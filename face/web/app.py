@@ -1,4 +1,4 @@
-"""The ASGI app: the one-page site, /api/health and /api/analyze over one `AnalyzerPool`."""
+"""The ASGI app: the one-page site, /api/health, /api/models and /api/analyze over one `AnalyzerPool`."""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +13,10 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from ..errors import HowoldError, ImageError
+from ..catalogue import DEFAULT_MODEL
+from ..errors import ConfigError, HowoldError, ImageError
 from .pool import Admission, AnalyzerPool, _Busy, _TimedOut
-from .schemas import ANALYZE_REQUEST_BODY, AnalyzeResponse, HealthResponse, _errors
+from .schemas import ANALYZE_REQUEST_BODY, AnalyzeResponse, HealthResponse, ModelsResponse, _errors
 from .settings import CONFIG_ENV, DETECTOR_CHOICES, MULTIPART_OVERHEAD, TTA_CHOICES, WebConfig
 from .uploads import _media_type, _multipart_file, _read_body, _size
 
@@ -100,6 +101,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         body = HealthResponse(
             status="stopping" if app.state.stopping else pool.status,
             backbone=pool.backbone_name,
+            model=pool.default_model,
             detector=config.detector if pool.status == "ready" else None,
             in_flight=admission.in_flight if admission else 0,
             queued=admission.waiting if admission else 0,
@@ -108,6 +110,18 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         if body.status != "ready":
             return JSONResponse(body.model_dump(exclude_none=True), status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
         return JSONResponse(body.model_dump(exclude_none=True), headers={"Cache-Control": "no-store"})
+
+    def catalogue() -> list:
+        try:
+            return pool.catalogue()
+        except HowoldError as error:  # a user's model file with a bad sidecar, or a shipped model's name
+            raise HTTPException(500, f"the models cannot be listed: {error}") from None
+
+    @app.get("/api/models", response_model=ModelsResponse, responses=_errors(500), summary="The models a request may choose")
+    async def models() -> Any:
+        default = pool.default_model or config.model or (None if config.heads or config.backbone else DEFAULT_MODEL)  # before it loads: the expected one
+        listed = [{**entry.to_dict(), "default": entry.name == default} for entry in catalogue()]
+        return JSONResponse(ModelsResponse(models=listed).model_dump(), headers={"Cache-Control": "no-store"})
 
     @app.post(
         "/api/analyze",
@@ -121,12 +135,13 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
         # typed without Optional so that the spec shows a plain enum; absent means the server's default
         detector: Literal[DETECTOR_CHOICES] = Query(None, description="face detector; default: the server's"),
         tta: list[Literal["flip", "oversample", "none"]] = Query([], description="test-time augmentation, repeatable; default: flip; none: the plain chip alone"),
+        model: str = Query(None, description="a model's name (see /api/models); default: the server's"),
     ) -> Any:
         if app.state.stopping:
             raise HTTPException(503, "the server is stopping; try again shortly", headers=STOPPING_HEADERS)
         # a request still running when the grace period ends is answered 503 (rather than cut
         # off by uvicorn with a 500); its analysis thread, if any, runs on unwatched
-        work = asyncio.ensure_future(analyze_upload(request, detector, tta))
+        work = asyncio.ensure_future(analyze_upload(request, detector, tta, model))
         cut = asyncio.ensure_future(app.state.cut.wait())
         try:
             await asyncio.wait({work, cut}, return_when=asyncio.FIRST_COMPLETED)
@@ -139,13 +154,19 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
             raise HTTPException(503, "the server stopped before this request was done; try again", headers=STOPPING_HEADERS)
         return work.result()
 
-    async def analyze_upload(request: Request, detector: Optional[str], tta: list[str]) -> Any:
+    async def analyze_upload(request: Request, detector: Optional[str], tta: list[str], model: Optional[str]) -> Any:
         started = time.perf_counter()
         admission: Admission = state["admission"]
         if pool.status == "loading":
             raise HTTPException(503, "the model is still loading; try again shortly", headers={"Retry-After": "5"})
         if pool.status == "failed":
             raise HTTPException(500, f"the model failed to load: {pool.error}")
+        if model is not None:
+            catalogue()  # a catalogue that cannot be read is the server's fault (500)
+        try:
+            chosen = pool.model_key(model)
+        except ConfigError as error:
+            raise HTTPException(422, f"model: {error}") from None
 
         media_type = _media_type(request)
         multipart = media_type == "multipart/form-data"
@@ -169,7 +190,7 @@ def create_app(config: WebConfig | None = None) -> FastAPI:
 
         augment = tuple(option for option in TTA_CHOICES if option in tta) if tta else DEFAULT_TTA
         try:
-            result = await admission.run(lambda: pool.analyze(data, selected, augment), config.request_timeout_s)
+            result = await admission.run(lambda: pool.analyze(data, selected, augment, chosen), config.request_timeout_s)
         except _Busy:
             raise HTTPException(503, "too many requests are waiting; try again later", headers={"Retry-After": str(admission.retry_after())}) from None
         except _TimedOut:

@@ -1,5 +1,5 @@
-"""The model, shared by the requests of one process: `AnalyzerPool` (one analyzer per
-detector, uploads waiting for the model analysed in one batch) and `Admission` (at most
+"""The models, shared by the requests of one process: `AnalyzerPool` (one analyzer per
+model and detector, uploads waiting for the model analysed in one batch) and `Admission` (at most
 `max_concurrent` analyses running, `max_queue` waiting, each with a deadline)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import anyio
 
-from ..errors import HowoldError
+from ..errors import ConfigError, HowoldError
 from .settings import CNN_OPTIONS, WebConfig, logger
 
 
@@ -26,11 +26,13 @@ class _TimedOut(Exception):
 
 
 class AnalyzerPool:
-    """The analyzers of one process: one per detector (built lazily), sharing one backbone.
+    """The analyzers of one process: one per model and detector (built lazily); models on
+    the same backbone share it.
 
-    Test-time augmentation variants are shallow copies of a detector's analyzer with
-    another `tta`, so they share its networks and its lock. Inference goes through one
-    process-wide lock, since all of them share the backbone.
+    Model None is the server's own (WebConfig's model, or its heads and backbone); another
+    is a name from the catalogue (`face.catalogue`). Test-time augmentation variants are
+    shallow copies of an analyzer with another `tta`, so they share its networks and its
+    lock. Inference goes through one process-wide lock, since they may share a backbone.
     """
 
     def __init__(self, config: WebConfig):
@@ -38,7 +40,9 @@ class AnalyzerPool:
         self.status = "loading"
         self.error: Optional[str] = None
         self.backbone_name: Optional[str] = None
-        self._analyzers: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self.default_model: Optional[str] = None  # the server's model's name, once loaded
+        self._catalogue: Optional[list] = None
+        self._analyzers: dict[tuple, Any] = {}  # (detector, tta) for the server's own model, (detector, tta, name) for another
         self._build_lock = threading.RLock()  # re-entered: a TTA variant builds its base analyzer first
         self._model_lock = threading.Lock()
         self._pending: list[_Job] = []
@@ -57,12 +61,37 @@ class AnalyzerPool:
             else:
                 logger.exception("howold: the model failed to load")
             return
-        self.backbone_name = analyzer.backbone.name
+        self.backbone_name, self.default_model = analyzer.backbone.name, analyzer.model_name
         self.status = "ready"
-        logger.info("howold: model ready (backbone %s, detector %s) in %.1f s", self.backbone_name, self.config.detector, time.perf_counter() - started)
+        logger.info("howold: model %s ready (backbone %s, detector %s) in %.1f s", self.default_model, self.backbone_name, self.config.detector, time.perf_counter() - started)
 
-    def get(self, detector: str, tta: tuple[str, ...]):
-        key = (detector, tta)
+    def catalogue(self) -> list:
+        """The models a request may choose (read once): the catalogue's, and the server's own
+        model where it is a file outside it (HowoldError: a model file cannot be read)."""
+        if self._catalogue is not None:
+            return self._catalogue
+        from ..catalogue import list_models, read_entry
+
+        models = list_models()
+        own = self._analyzers.get((self.config.detector, ()))
+        if own is not None and own.model_name not in {entry.name for entry in models}:
+            models.append(read_entry(own.heads.path))
+        if self.status == "ready":  # the server's own model is known
+            self._catalogue = models
+        return models
+
+    def model_key(self, name: Optional[str]) -> Optional[str]:
+        """The pool's key of the model called `name`: None for the server's own (or no name);
+        a ConfigError naming the known models for an unknown one."""
+        if name is None or name == self.default_model:
+            return None
+        known = [entry.name for entry in self.catalogue()]
+        if name not in known:
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(known)}")
+        return name
+
+    def get(self, detector: str, tta: tuple[str, ...], model: Optional[str] = None):
+        key = (detector, tta) if model is None else (detector, tta, model)
         analyzer = self._analyzers.get(key)
         if analyzer is not None:
             return analyzer
@@ -70,20 +99,29 @@ class AnalyzerPool:
             if key in self._analyzers:
                 return self._analyzers[key]
             if tta:
-                analyzer = copy.copy(self.get(detector, ()))
+                analyzer = copy.copy(self.get(detector, (), model))
                 analyzer.tta = tta
             else:
                 from ..analyzer import Analyzer
-                from ..backbones import DEFAULT_BACKBONE
 
-                shared = next(iter(self._analyzers.values()), None)
-                backbone = shared.backbone if shared is not None else (self.config.backbone or DEFAULT_BACKBONE)
                 options = CNN_OPTIONS if detector == "cnn" else {}
-                analyzer = Analyzer(backbone=backbone, detector=detector, heads=self.config.heads, tta=(), **options)
+                if model is None:
+                    choice = dict(model=self.config.model, heads=self.config.heads, backbone=self._shared_backbone(None) or self.config.backbone)
+                else:
+                    choice = dict(model=model, backbone=self._shared_backbone(next(e.backbone for e in self.catalogue() if e.name == model)))
+                analyzer = Analyzer(detector=detector, tta=(), **choice, **options)
             self._analyzers[key] = analyzer
             return analyzer
 
-    def analyze(self, data: bytes, detector: str, tta: tuple[str, ...]) -> dict:
+    def _shared_backbone(self, name: Optional[str]):
+        """A backbone already loaded to share: the one called `name`, or (None) the server's
+        own model's; None when there is none yet."""
+        for key, analyzer in self._analyzers.items():
+            if (analyzer.backbone.name == name) if name is not None else len(key) == 2:
+                return analyzer.backbone
+        return None
+
+    def analyze(self, data: bytes, detector: str, tta: tuple[str, ...], model: Optional[str] = None) -> dict:
         """Decode and analyse one upload (blocking). Raises ImageError for a bad image.
 
         Uploads that wait for the model are analysed together: whichever thread gets the
@@ -92,7 +130,7 @@ class AnalyzerPool:
         runs under the lock too: on a small machine a decode beside an inference only
         slows TensorFlow's threads down.
         """
-        job = _Job(data, (detector, tta))
+        job = _Job(data, (detector, tta, model))
         with self._pending_lock:
             self._pending.append(job)
         with self._model_lock:
@@ -131,6 +169,8 @@ class AnalyzerPool:
                 job.error = HowoldError(result["error"])
             job.result = {
                 "faces": result.get("faces", []),
+                "model": analyzer.model_name,
+                "model_id": analyzer.model_id,
                 "image": {"width": int(width), "height": int(height)},
                 "timings_ms": {
                     "decode": round((decoded - started) * 1000 / len(batch), 2),

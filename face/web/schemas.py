@@ -14,6 +14,7 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["loading", "ready", "failed", "stopping"]
     backbone: Optional[str] = None
+    model: Optional[str] = Field(None, description="the server's model: what a request without `model` gets")
     detector: Optional[str] = None
     in_flight: int = 0
     queued: int = 0
@@ -50,8 +51,27 @@ class Timings(BaseModel):
 
 class AnalyzeResponse(BaseModel):
     faces: list[Face] = Field(description="one per face, largest first")
+    model: str = Field(description="the name of the model that read the faces (see /api/models)")
+    model_id: str = Field(description="its weights' identity: 16 hex digits of the .keras file's sha256")
     image: ImageSize
     timings_ms: Timings
+
+
+class ModelFigures(BaseModel):
+    dataset: Optional[str] = Field(None, description="the validation set they were measured on; null: the whole validation mixture")
+    age_mae: Optional[float] = Field(None, description="mean absolute error of the age, in years")
+    gender_accuracy: Optional[float] = None
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="what `model` in /api/analyze takes")
+    backbone: str
+    default: bool = Field(description="whether a request without `model` gets it")
+    figures: ModelFigures = Field(description="headline validation figures, from the model's sidecar")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
 
 
 def _errors(*codes: int) -> dict[int, dict[str, Any]]:
@@ -59,8 +79,8 @@ def _errors(*codes: int) -> dict[int, dict[str, Any]]:
         400: "the upload was interrupted or is not valid multipart",
         413: "upload larger than the limit, or an image with too many pixels (a possible decompression bomb)",
         415: "not an image, a corrupt one, or a content type other than multipart/form-data, image/* or application/octet-stream",
-        422: "invalid query parameters, or a multipart body without a `file` field",
-        500: "the model failed to load",
+        422: "invalid query parameters (an unknown model, say), or a multipart body without a `file` field",
+        500: "the model failed to load, or a model file of the catalogue cannot be read",
         503: "the model is still loading, too many requests are queued, or the server is stopping; see Retry-After",
         504: "the analysis took longer than the server's time limit",
     }

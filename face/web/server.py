@@ -56,6 +56,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
+    model: str | None = None,
     backbone: str | None = None,
     detector: str = "yunet",
     heads: str | None = None,
@@ -68,7 +69,7 @@ def serve(
     (keep it below the runtime's kill timeout: Kubernetes waits 30 s, Docker 10 s).
     `settings`: any other WebConfig field (max_upload_bytes, max_concurrent, ...).
     """
-    config = WebConfig(backbone=backbone, detector=detector, heads=heads, **settings)
+    config = WebConfig(model=model, backbone=backbone, detector=detector, heads=heads, **settings)
     common = dict(host=host, port=port, limit_concurrency=config.max_connections, log_level="info")
     if workers > 1:
         # worker processes import the app themselves, so the config travels in the environment

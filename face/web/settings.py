@@ -27,8 +27,11 @@ TTA_CHOICES = ("flip", "oversample")
 
 @dataclass(frozen=True)
 class WebConfig:
-    """How the server is set up. `backbone=None` is the default backbone."""
+    """How the server is set up. `model`: the server's model, a name from `face.catalogue` or a
+    `.keras` path (None: `heads` on `backbone`, by default the default model); requests may
+    choose another from the catalogue."""
 
+    model: Optional[str] = None
     backbone: Optional[str] = None
     detector: str = "yunet"
     heads: Optional[str] = None
