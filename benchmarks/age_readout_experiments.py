@@ -217,7 +217,8 @@ def cross_fitted(lever: dict, prior: np.ndarray, data: dict) -> tuple[dict, list
 def score(lever: dict, prior: np.ndarray, data: dict) -> dict:
     """compute_metrics of the cross-fitted readout on each dataset (and UTKFace's Asian faces),
     with the goals' bands; and the readout fitted on all the validation faces."""
-    from face.evaluation import age_curve, compute_metrics
+    from face.evaluation import compute_metrics
+    from face.evaluation_plots import age_curve
     from face.readout import AgeReadout
 
     fitted, readouts = cross_fitted(lever, prior, data)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from face.data import AGE_BIN_NAMES, AGE_BINS
-from face.evaluation import age_curve, compute_metrics, gender_calibration
+from face.evaluation import compute_metrics, gender_calibration
+from face.evaluation_plots import age_curve
 from face.heads import age_distribution_targets, training_age_prior
 from face.readout import AgeReadout
 
