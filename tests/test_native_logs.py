@@ -76,6 +76,15 @@ def test_analyze_prints_only_howolds_lines(photo, tmp_path, runtime, isa):
     assert len(json.loads((tmp_path / "r.json").read_text())[0]["faces"]) == 1
 
 
+def test_a_model_without_an_onnx_file_is_translated_quietly(photo, tmp_path):
+    """`--model dlib-resnet` (heads on dlib's descriptors, no exported file) is translated to
+    ONNX through Keras at load: TensorFlow is imported on the way and must stay quiet too."""
+    result = howold("analyze", str(photo), "--model", "dlib-resnet", "--json", str(tmp_path / "r.json"), "--output-dir", str(tmp_path), env=environment(None))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert foreign_lines(result.stderr) == [], result.stderr[-3000:]
+    assert len(json.loads((tmp_path / "r.json").read_text())[0]["faces"]) == 1
+
+
 def test_verbose_lets_the_native_lines_through(photo, tmp_path):
     """What the checks above look for is there to be found: with --verbose the same analysis
     shows TensorFlow's and oneDNN's own lines."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..optional import require_keras
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class KerasBackbone(Backbone):
 
     def model_to(self, layer: str):
         """The part of the network from its input up to `layer`'s output (shares weights)."""
-        import keras
+        keras = require_keras(f"backbone {self.name!r} cut at {layer!r}")
 
         return keras.Model(self.model.inputs[0], self._tensor(layer), name=f"{self.model.name}_to_{layer}")
 
@@ -123,7 +124,7 @@ class KerasBackbone(Backbone):
 
         It shares layers (and so weights) with `model`, so training it trains the backbone.
         """
-        import keras
+        keras = require_keras(f"backbone {self.name!r} above {boundary!r}")
 
         if boundary is None:
             raise ValueError("nothing of the backbone lies above its output")
@@ -148,7 +149,7 @@ class KerasBackbone(Backbone):
         # A compiled function, not model(x) eagerly: eager calls cost several GB of RSS.
         cache = self.__dict__.setdefault("_compiled_forwards", {})
         if layers not in cache:
-            import keras
+            keras = require_keras(f"backbone {self.name!r} as a Keras model")
             import tensorflow as tf
 
             inner = [layer for layer in dict.fromkeys(layers) if layer != INPUT_LAYER]
