@@ -3,7 +3,6 @@ as one collection of faces: arrays a report can count, grouped by folder, with a
 counted once and every line that cannot be used named."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 from .data import FAIRFACE_RACES, RACES
 from .errors import HowoldError
 from .quantification import decode_distributions
+from .results import parse_result_line
 
 
 class ReportError(HowoldError):
@@ -97,10 +97,10 @@ def read_results(path: str | Path, min_confidence: float | None = None, by: str 
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-            source = entry["source"]
-        except (ValueError, KeyError, TypeError):
+            entry = parse_result_line(line)
+        except ValueError:
             raise ReportError(f"{path}:{number}: not a howold result line") from None
+        source = entry["source"]
         if "error" in entry or entry.get("retry") or "faces" not in entry:
             failed += 1
             continue

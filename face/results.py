@@ -70,6 +70,16 @@ def write_failure(what: str, error: OSError, results_path: str | Path, saved: in
     return ResultsFileError(f"cannot write {what}: {reason}; {count} safely in {results_path}; {advice}")
 
 
+def parse_result_line(line: str | bytes) -> dict:
+    """One line of a results file as a dict that names its source; ValueError when it is not one."""
+    try:
+        entry = json.loads(line)
+        entry["source"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("not a howold result line") from None
+    return entry
+
+
 def completed_sources(path: str | Path) -> dict[str, dict]:
     """{source: result} for every complete line of `path` ({} when it does not exist).
 
@@ -91,10 +101,10 @@ def completed_sources(path: str | Path) -> dict[str, dict]:
                         cut.truncate(good_end)
                     break
                 try:
-                    entry = json.loads(line)
-                    source = entry["source"]
-                except (ValueError, KeyError, TypeError):
+                    entry = parse_result_line(line)
+                except ValueError:
                     raise ResultsFileError(f"{path}:{number}: not a howold result line; fix or remove it to resume") from None
+                source = entry["source"]
                 good_end += len(line)
                 if entry.get("retry"):
                     retried = True
