@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--crop-detector", default=DEFAULT_DETECTOR, choices=DETECTORS, help="face detector for loose crops (FairFace's) before alignment")
     evaluate.add_argument("--output", default="report.json")
     evaluate.add_argument("--plots", default=None, help="folder for PNG plots (default: beside the report)")
-    evaluate.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    evaluate.add_argument("--backbone", default=None, help="default: the one the heads' sidecar names, else the default backbone")
     evaluate.add_argument("--heads", default=None)
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--split", default="all", choices=["all", "validation", "train"], help="score all faces, or one side of training's split (15%%, seed 42)")

@@ -201,7 +201,7 @@ SPLITS = ("all", "validation", "train")
 def evaluate_folder(
     data_dir: Path,
     output: Path,
-    backbone: str = DEFAULT_BACKBONE,
+    backbone: str | None = None,
     heads: str | Path | None = None,
     plots_dir: Path | None = None,
     limit: int | None = None,
@@ -214,6 +214,8 @@ def evaluate_folder(
 ) -> dict:
     """Evaluate heads on a labelled folder; writes the JSON report (compute_metrics' keys) and plots.
 
+    `backbone`: default, the one the heads' sidecar names (the default backbone's shipped
+    model without `heads`).
     `data_dir` is a UTKFace-named folder of aligned crops (aligned inside the whole image),
     or a FairFace-layout folder or CSV, or either as `NAME=DIR` (see data.parse_data_spec);
     FairFace's loose crops are detected with `detector` first. Plain and mirrored views are averaged.
@@ -244,9 +246,14 @@ def evaluate_folder(
     whole = dataset
     if split != "all":
         dataset = dict(zip(("train", "validation"), split_dataset(dataset, 0.15, 42)))[split]
-    network = create_backbone(backbone)
-    heads_path = Path(heads) if heads else default_heads_path(network)
-    trained = load_heads(heads_path)
+    if heads:  # its backbone is the one its sidecar names, unless one is given
+        heads_path = Path(heads)
+        trained = load_heads(heads_path)
+        network = create_backbone(backbone or trained.backbone)
+    else:
+        network = create_backbone(backbone or DEFAULT_BACKBONE)
+        heads_path = default_heads_path(network)
+        trained = load_heads(heads_path)
     trained.check_backbone(network, heads_path)
     readout = AgeReadout.from_metadata(trained.metadata, age_readout)
     features = extract_activations(network, dataset, (trained.boundary,), AugmentConfig(views=2, resolution=chip_side), progress=progress, detector=detector)[trained.boundary]

@@ -12,6 +12,7 @@ from face import Analyzer
 from face.backbones import INPUT_LAYER, create_backbone
 from face.backbones.levi_hassner import LeviHassner
 from face.data import load_dataset
+from face.evaluation import evaluate_folder
 from face.features import AugmentConfig, cache_folder, extract_activations, extract_features
 from face.heads import HeadsConfig, build_heads
 from face.model import load_heads
@@ -199,6 +200,9 @@ def test_levi_hassner_trains_end_to_end_from_scratch(tmp_path):
     assert not np.allclose(first_layer, backbone.model.get_layer("conv1").get_weights()[0])  # it learned
     faces = Analyzer(backbone="levi-hassner", heads=output).analyze(astronaut_face(), boxes=[(40, 40, 160, 170)])
     assert json.dumps(faces) and faces[0]["race"] in saved.metadata["classes"]["race"]
+    # evaluated without --backbone: the sidecar's backbone, not the default one
+    evaluation = evaluate_folder(data, tmp_path / "lh-report.json", heads=output, progress=False)
+    assert evaluation["n"] == 24
 
 
 def _env(tmp_path):
