@@ -349,7 +349,7 @@ def test_fetch_command_with_the_real_file(capsys) -> None:
     assert facenet_file.file_sha256(cached) == facenet_file.GRAPH_SHA256
 
 
-def test_heads_trained_on_it_analyse_a_photo(tiny_utkface, tmp_path: Path, monkeypatch) -> None:
+def test_heads_trained_on_it_analyse_a_photo_and_are_evaluated(tiny_utkface, tmp_path: Path, monkeypatch) -> None:
     """End to end on the real graph: heads trained on its features, exported to ONNX with the
     network (its weights as external data), then a photo analysed without the Keras model."""
     from face import Analyzer
@@ -370,6 +370,10 @@ def test_heads_trained_on_it_analyse_a_photo(tiny_utkface, tmp_path: Path, monke
     analyzer = Analyzer(backbone="vggface2-facenet", heads=output)
     faces = analyzer.analyze(REPO / "face" / "assets" / "astronaut.png")
     assert len(faces) >= 1 and all(0 <= face["age"] <= 120 for face in faces)
+    from face.evaluation import evaluate_folder
+
+    evaluation = evaluate_folder(tiny_utkface, tmp_path / "report.json", heads=output, progress=False)  # its backbone from the sidecar
+    assert evaluation["n"] == 24 and evaluation["age_mae"] is not None
 
 
 def test_unfreezing_its_last_block(tiny_utkface, tmp_path: Path, monkeypatch) -> None:
